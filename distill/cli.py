@@ -1,0 +1,67 @@
+"""Command-line plumbing shared by the training entry points (arguments, set-up, error exit)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from distill.ds_config import RunShape, resolve_ds_config, resolve_precision
+from distill.engine import TrainConfig
+from distill.errors import UserError
+
+
+def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """The engine's knobs, with the stage's own defaults."""
+    g = p.add_argument_group("training")
+    g.add_argument("--ds_config", "--ds-config", dest="ds_config", required=True,
+                   help="DeepSpeed JSON config, e.g. ds_configs/zero3.json ('auto' values are filled from these arguments)")
+    g.add_argument("--out", required=True, help="output directory (Hugging Face model + run files)")
+    g.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
+    g.add_argument("--global-batch", type=int, default=defaults.global_batch,
+                   help="sequences per optimizer step over all ranks and accumulation steps")
+    g.add_argument("--micro-batch", type=int, default=defaults.micro_batch, help="sequences per forward pass per rank")
+    g.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (AdamW)")
+    g.add_argument("--min-lr", type=float, default=defaults.min_lr, help="final learning rate of the decay")
+    g.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 5%% of --steps)")
+    g.add_argument("--schedule", default=defaults.schedule, choices=("cosine", "linear", "constant"))
+    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    g.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="global gradient-norm clip")
+    g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 on GPUs that support it, fp32 on CPU")
+    g.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between evaluations (0: end only)")
+    g.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints (0: none)")
+    g.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
+    g.add_argument("--overwrite", action="store_true", help="delete a finished or different run in --out first")
+    p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+
+
+def train_config(args) -> TrainConfig:
+    """The validated TrainConfig of the arguments; call before starting any distributed work."""
+    precision = resolve_precision(args.precision)
+    warmup = args.warmup if args.warmup is not None else round(0.05 * args.steps)
+    cfg = TrainConfig(steps=args.steps, global_batch=args.global_batch, micro_batch=args.micro_batch,
+                      lr=args.lr, min_lr=args.min_lr, warmup_steps=warmup, schedule=args.schedule,
+                      weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
+                      eval_every=args.eval_every, save_every=args.save_every,
+                      keep_checkpoints=args.keep_checkpoints, precision=precision)
+    cfg.validate()
+    return cfg
+
+
+def deepspeed_config(args, cfg: TrainConfig, world_size: int, hidden_size: int) -> dict:
+    """The filled-in DeepSpeed config for this run, every inconsistency refused."""
+    shape = RunShape(cfg.global_batch, cfg.micro_batch, world_size, cfg.precision, cfg.grad_clip, hidden_size)
+    return resolve_ds_config(args.ds_config, shape)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run an entry point; bad input prints one clear line (once, from rank 0) and exits with 2."""
+    try:
+        main()
+    except UserError as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

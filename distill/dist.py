@@ -1,0 +1,103 @@
+"""Distributed set-up and the few collectives the stages need.
+
+Ranks come from the launcher's environment (`deepspeed`, `torchrun`, SLURM wrappers). A script run
+with plain `python` becomes a world of one, so every entry point also works without a launcher.
+Which data a process owns is always decided by the *global* rank, never the local one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _default_single_process_env() -> None:
+    """Without a launcher there is no rendezvous: make this process rank 0 of a world of 1."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def init_distributed() -> DistInfo:
+    """Start (or join) the process group through DeepSpeed and return this process's place in it."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    _default_single_process_env()
+    # DeepSpeed calls collectives that torch marks deprecated, once per bucket per step: keep logs readable.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
+    if not torch_dist.is_initialized():
+        deepspeed.init_distributed()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    accel = get_accelerator()
+    if accel.device_name() == "cuda":
+        accel.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device(accel.device_name())
+        _share_cpu_threads()
+    return DistInfo(torch_dist.get_rank(), torch_dist.get_world_size(), local_rank, device)
+
+
+def _share_cpu_threads() -> None:
+    """Give each CPU rank its share of the cores. By default every rank takes all of them, and two
+    ranks on two cores then run about 4x slower than one; an explicit OMP_NUM_THREADS wins."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", 1)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_world, 1)))
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks in place (a no-op without a process group); returns t."""
+    if torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank src's Python object on every rank (small JSON-like values only)."""
+    if not (torch_dist.is_initialized() and torch_dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shutdown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

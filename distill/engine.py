@@ -1,0 +1,202 @@
+"""The one training loop every stage runs: pretraining, unlearning, distillation, relearning.
+
+A stage supplies a model spec, a map-style dataset, an `Objective` (see `distill.objective`) and
+optionally an evaluation callback; the engine does the rest in a fixed order per optimizer step:
+set the LR, fetch this rank's micro-batches, count targets across ranks, forward/backward each
+micro-batch (DeepSpeed accumulates and clips), step, log, evaluate, checkpoint.
+
+Launch, 1 machine with 2 processes (CPU: prefix DS_ACCELERATOR=cpu):
+    deepspeed --num_gpus 2 launch/pretrain.py --ds_config ds_configs/zero3.json --out runs/base
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from distill import checkpoint, dist, rundir
+from distill.data import GlobalBatchPlan, fetch
+from distill.dist import DistInfo
+from distill.errors import UserError
+from distill.metrics import MetricsLog
+from distill.models import build_model, count_parameters
+from distill.objective import Objective
+from distill.schedule import lr_at
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    global_batch: int = 32  # sequences per optimizer step over all ranks and accumulation steps
+    micro_batch: int = 16  # sequences per forward pass on one rank
+    lr: float = 2e-3
+    min_lr: float = 0.0
+    warmup_steps: int = 50
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 0  # 0: evaluate only at the end
+    save_every: int = 0  # 0: no intermediate checkpoints
+    keep_checkpoints: int = 1
+    precision: str = "fp32"  # resolved ("bf16" or "fp32") by the launch script
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise UserError(f"--steps must be at least 1, got {self.steps}")
+        if self.lr <= 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_steps <= self.steps:
+            raise UserError(f"--warmup {self.warmup_steps} must lie in [0, --steps {self.steps}]")
+        for name in ("eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+
+
+EvalFn = Callable[[torch.nn.Module], dict]
+
+
+def on_main(info: DistInfo, fn: Callable[[], object]):
+    """Run fn on rank 0 and give every rank its result; a UserError there is raised on every rank."""
+    result: dict = {}
+    if info.is_main:
+        try:
+            result = {"value": fn()}
+        except UserError as e:
+            result = {"error": str(e)}
+    result = dist.broadcast_object(result)
+    if "error" in result:
+        raise UserError(result["error"])
+    return result["value"]
+
+
+def make_optimizer(model, cfg: TrainConfig, ds_config: dict):
+    """AdamW: DeepSpeed's CPU Adam where ZeRO offloads the optimizer, torch's (fused on CUDA) otherwise."""
+    betas = (cfg.beta1, cfg.beta2)
+    params = [p for p in model.parameters() if p.requires_grad]
+    offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    if offload not in (None, "none"):
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        return DeepSpeedCPUAdam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, adamw_mode=True)
+    fused = torch.cuda.is_available()
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, ds_config: dict, model_spec: str, tokenizer,
+                 dataset, objective: Objective, out: Path, run_config: dict, overwrite: bool = False,
+                 evaluate: EvalFn | None = None, model_fn: Callable | None = None):
+        cfg.validate()
+        self.cfg, self.info, self.ds_config = cfg, info, ds_config
+        self.tokenizer, self.dataset, self.objective = tokenizer, dataset, objective
+        self.out, self.evaluate = Path(out), evaluate
+        self.plan = GlobalBatchPlan(len(dataset), cfg.global_batch, cfg.micro_batch, info.world_size,
+                                    info.rank, cfg.seed)
+        full_config = {"train": dataclasses.asdict(cfg), "world_size": info.world_size,
+                       "deepspeed": ds_config, **run_config}
+        self.mode = on_main(info, lambda: rundir.prepare(self.out, full_config, overwrite))
+        self.log = MetricsLog(self.out / rundir.METRICS, info.is_main)
+        torch.manual_seed(cfg.seed)
+        dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+        model = model_fn() if model_fn else build_model(model_spec, tokenizer, ds_config, dtype=dtype)
+        self.n_params = count_parameters(model)
+        import deepspeed
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=make_optimizer(model, cfg, ds_config),
+                                               config=ds_config)
+        self.start_step = 0
+        if self.mode == "resume":
+            self._resume()
+
+    def _resume(self) -> None:
+        state = checkpoint.load(self.engine, self.out / rundir.CHECKPOINTS, self.info.rank)
+        if state is None:
+            return  # killed before its first checkpoint: start over, same config
+        self.start_step = int(state["step"])
+        self.log.truncate_after(self.start_step)
+        if self.info.is_main:
+            tqdm.write(f"resuming {self.out} from step {self.start_step}")
+
+    # -- one optimizer step --------------------------------------------------------------------
+    def _totals(self, batches: list[dict]) -> dict[str, float]:
+        counts: dict[str, int] = {}
+        for b in batches:
+            for term, n in self.objective.count(b).items():
+                counts[term] = counts.get(term, 0) + n
+        terms = sorted(counts)
+        t = dist.all_reduce_sum(torch.tensor([float(counts[k]) for k in terms], dtype=torch.float64))
+        return dict(zip(terms, t.tolist()))
+
+    def _train_step(self, step: int) -> dict:
+        lr = lr_at(step, self.cfg.steps, self.cfg.lr, self.cfg.warmup_steps, self.cfg.min_lr, self.cfg.schedule)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        pad = self.tokenizer.pad_token_id
+        batches = [fetch(self.dataset, self.plan.micro_indices(step, a), pad) for a in range(self.plan.grad_accum)]
+        totals = self._totals(batches)
+        sums: dict[str, torch.Tensor] = {}
+        self.engine.train()
+        for batch in batches:
+            batch = {k: v.to(self.info.device) for k, v in batch.items()}
+            loss, parts = self.objective(self.engine, batch, totals)
+            # DeepSpeed averages gradients over ranks; the loss is already a share of the global
+            # mean, so undo that average (and skip its 1/accumulation scaling).
+            self.engine.backward(loss * self.info.world_size, scale_wrt_gas=False)
+            self.engine.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0) + v.detach().double().cpu()
+        terms = sorted(sums)
+        reduced = dist.all_reduce_sum(torch.stack([torch.as_tensor(sums[k]) for k in terms]))
+        record = {"step": step + 1, "lr": lr}
+        record.update({f"loss/{k}": float(v) / max(totals.get(k, 1.0), 1.0) for k, v in zip(terms, reduced)})
+        record.update({f"tokens/{k}": int(totals[k]) for k in totals})
+        return record
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run_eval(self, step: int, evaluate: EvalFn | None = None) -> dict:
+        """Evaluate the model (every rank together) and log the result under eval/ at `step`."""
+        self.engine.eval()
+        with torch.no_grad():
+            result = (evaluate or self.evaluate)(self.engine.module)
+        self.engine.train()
+        self.log.write({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
+        return result
+
+    def _save(self, step: int) -> None:
+        client = {"step": step, "samples_seen": self.plan.samples_seen(step)}
+        checkpoint.save(self.engine, self.out / rundir.CHECKPOINTS, step, client, self.info.rank,
+                        keep=self.cfg.keep_checkpoints)
+
+    def train(self) -> dict:
+        cfg, t0 = self.cfg, time.time()
+        bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.info.is_main,
+                   desc=self.out.name, dynamic_ncols=True, mininterval=2.0)
+        record: dict = {}
+        for step in range(self.start_step, cfg.steps):
+            record = self._train_step(step)
+            record["elapsed_s"] = round(time.time() - t0, 3)
+            self.log.write(record)
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in record.items() if k.startswith("loss/")})
+            done = step + 1
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and self.evaluate:
+                self.run_eval(done)
+            if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+                self._save(done)
+        bar.close()
+        return record
+
+    def finish(self, summary: dict) -> None:
+        """Export the model in Hugging Face format, then mark the run finished with summary.json."""
+        from distill.export import export_hf
+        export_hf(self.engine.module, self.tokenizer, self.out, self.info.rank)
+        if self.info.is_main:
+            rundir.write_json(self.out / rundir.SUMMARY, {"parameters": self.n_params, **summary})
+        dist.barrier()

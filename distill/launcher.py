@@ -1,0 +1,57 @@
+"""Start stages under the `deepspeed` launcher from Python (the demo pipeline and the tests)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deepspeed_bin() -> str:
+    """The launcher installed beside this interpreter (the venv's), else the one on PATH."""
+    here = Path(sys.executable).parent / "deepspeed"
+    found = str(here) if here.exists() else shutil.which("deepspeed")
+    if not found:
+        raise FileNotFoundError("the `deepspeed` launcher is not installed (pip install deepspeed)")
+    return found
+
+
+def deepspeed_command(script: str, args: list[str], nproc: int) -> list[str]:
+    """`deepspeed --num_gpus N script args` on a free rendezvous port (runs may overlap)."""
+    return [deepspeed_bin(), "--num_gpus", str(nproc), "--master_port", str(free_port()),
+            str(REPO / script), *args]
+
+
+def stage_env() -> dict:
+    env = dict(os.environ)
+    if not _has_cuda():
+        env.setdefault("DS_ACCELERATOR", "cpu")
+    return env
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def run_stage(script: str, args: list[str], nproc: int) -> None:
+    """Run one stage to completion; a failure raises with the command that failed."""
+    cmd = deepspeed_command(script, args, nproc)
+    print("$ " + " ".join(cmd[:1] + cmd[1:]), flush=True)
+    result = subprocess.run(cmd, env=stage_env(), cwd=REPO)
+    if result.returncode != 0:
+        raise RuntimeError(f"stage {script} failed with exit code {result.returncode}: {' '.join(cmd)}")

@@ -1,0 +1,1 @@
+"""Toolkit for LLM unlearning research."""

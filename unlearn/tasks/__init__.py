@@ -1,0 +1,1 @@
+"""Synthetic tasks (arithmetic problems, character tokenizer) for unlearning experiments."""
