@@ -16,7 +16,7 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     """The engine's knobs, with the stage's own defaults."""
     g = p.add_argument_group("training")
     g.add_argument("--ds_config", "--ds-config", dest="ds_config", required=True,
-                   help="DeepSpeed JSON config, e.g. ds_configs/zero3.json ('auto' values are filled from these arguments)")
+                   help="DeepSpeed JSON config, e.g. ds_configs/zero3.json ('auto' is filled from these arguments)")
     g.add_argument("--out", required=True, help="output directory (Hugging Face model + run files)")
     g.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
     g.add_argument("--global-batch", type=int, default=defaults.global_batch,
@@ -31,7 +31,8 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--seed", type=int, default=defaults.seed)
     g.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 on GPUs that support it, fp32 on CPU")
-    g.add_argument("--eval-every", type=int, default=defaults.eval_every, help="steps between evaluations (0: end only)")
+    g.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                   help="steps between evaluations (0: end only)")
     g.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints (0: none)")
     g.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
     g.add_argument("--overwrite", action="store_true", help="delete a finished or different run in --out first")

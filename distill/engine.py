@@ -184,7 +184,8 @@ class Trainer:
             record["elapsed_s"] = round(time.time() - t0, 3)
             self.log.write(record)
             bar.update(1)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in record.items() if k.startswith("loss/")}, refresh=False)
+            losses = {k.split("/")[-1]: f"{v:.4f}" for k, v in record.items() if k.startswith("loss/")}
+            bar.set_postfix(losses, refresh=False)
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and self.evaluate:
                 self.run_eval(done)

@@ -60,7 +60,8 @@ def model_config(spec: str, tokenizer) -> PretrainedConfig:
         return preset_config(spec, tokenizer)
     path = Path(spec)
     if not path.is_dir():
-        raise UserError(f"model directory {spec} does not exist (expected a preset name or a directory with config.json)")
+        raise UserError(f"model directory {spec} does not exist "
+                        "(expected a preset name or a directory with config.json)")
     if not (path / "config.json").is_file():
         raise UserError(f"model directory {spec} has no config.json (expected a Hugging Face checkpoint directory)")
     return AutoConfig.from_pretrained(path, trust_remote_code=False)
@@ -110,7 +111,8 @@ def build_model(spec: str, tokenizer, ds_config: dict | None = None, dtype=torch
             return AutoModelForCausalLM.from_pretrained(
                 spec, config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False)
         if is_model_dir(spec) and (Path(spec) / "pytorch_model.bin").exists():
-            raise UserError(f"model directory {spec} holds pickled weights (pytorch_model.bin); convert them to safetensors")
+            raise UserError(f"model directory {spec} holds pickled weights (pytorch_model.bin); "
+                            "convert them to safetensors")
         return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
 
 

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 
 from distill.cli import add_train_args, deepspeed_config, run_main, train_config
-from distill.ds_config import load_ds_config
 from distill.dist import init_distributed
+from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.models import check_tokenizer_matches, model_config
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--filter-forget", action="store_true",
                    help="leave the forget operations (* and /) out of the data: the data-filtered gold standard")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per packed training row")
-    p.add_argument("--word-fraction", type=float, default=0.1, help="share of word problems among examples")
+    p.add_argument("--word-fraction", type=float, default=0.05, help="share of word problems among examples")
     p.add_argument("--eval-per-format", type=int, default=20,
                    help="held-out problems per operation and format in periodic evaluations")
     p.add_argument("--final-eval-per-format", type=int, default=100,
