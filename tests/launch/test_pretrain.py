@@ -92,3 +92,14 @@ def test_llama_architecture_trains_under_zero3(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
     assert type(model).__name__ == "LlamaForCausalLM"
     assert not torch.isnan(next(model.parameters())).any()
+
+
+@pytest.mark.parametrize("config", ["zero2.json", "zero3_offload.json"])
+def test_other_shipped_configs_train_unchanged(config, tmp_path):
+    out = tmp_path / "out"
+    args = tiny_run_args(out, micro=4, steps=3)
+    args[args.index(str(REPO / "ds_configs/zero3.json"))] = str(REPO / "ds_configs" / config)
+    check(run_deepspeed("launch/pretrain.py", args, nproc=2, timeout=900))
+    rows = losses(out)
+    assert sorted(rows) == [1, 2, 3] and all(v == v for v in rows.values())  # no NaN
+    assert json.loads((out / "run_config.json").read_text())["deepspeed"]["train_batch_size"] == 8
