@@ -24,7 +24,8 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--micro-batch", type=int, default=defaults.micro_batch, help="sequences per forward pass per rank")
     g.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (AdamW)")
     g.add_argument("--min-lr", type=float, default=defaults.min_lr, help="final learning rate of the decay")
-    g.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default: 5%% of --steps)")
+    g.add_argument("--warmup", type=int, default=defaults.warmup_steps,
+                   help="linear warm-up steps (default: the stage's, or 5%% of --steps)")
     g.add_argument("--schedule", default=defaults.schedule, choices=("cosine", "linear", "constant"))
     g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     g.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="global gradient-norm clip")
@@ -42,9 +43,8 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
 def train_config(args) -> TrainConfig:
     """The validated TrainConfig of the arguments; call before starting any distributed work."""
     precision = resolve_precision(args.precision)
-    warmup = args.warmup if args.warmup is not None else round(0.05 * args.steps)
     cfg = TrainConfig(steps=args.steps, global_batch=args.global_batch, micro_batch=args.micro_batch,
-                      lr=args.lr, min_lr=args.min_lr, warmup_steps=warmup, schedule=args.schedule,
+                      lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, schedule=args.schedule,
                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                       eval_every=args.eval_every, save_every=args.save_every,
                       keep_checkpoints=args.keep_checkpoints, precision=precision)

@@ -71,4 +71,12 @@ def collate(items: Sequence[dict], pad_id: int) -> dict:
 
 
 def fetch(dataset, indices: Sequence[int], pad_id: int) -> dict:
-    return collate([dataset[i] for i in indices], pad_id)
+    """Collate dataset items: flat rows, or dicts of named streams (e.g. {"forget": row, "retain": row})."""
+    items = [dataset[i] for i in indices]
+    if "input_ids" in items[0]:
+        return collate(items, pad_id)
+    return {name: collate([it[name] for it in items], pad_id) for name in items[0]}
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from distill import checkpoint, dist, rundir
-from distill.data import GlobalBatchPlan, fetch
+from distill.data import GlobalBatchPlan, fetch, to_device
 from distill.dist import DistInfo
 from distill.errors import UserError
 from distill.metrics import MetricsLog
@@ -37,7 +37,7 @@ class TrainConfig:
     micro_batch: int = 16  # sequences per forward pass on one rank
     lr: float = 2e-3
     min_lr: float = 0.0
-    warmup_steps: int = 50
+    warmup_steps: int | None = None  # None: 5% of the steps
     schedule: str = "cosine"
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -54,6 +54,8 @@ class TrainConfig:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.warmup_steps is None:
+            self.warmup_steps = round(0.05 * self.steps)
         if not 0 <= self.warmup_steps <= self.steps:
             raise UserError(f"--warmup {self.warmup_steps} must lie in [0, --steps {self.steps}]")
         for name in ("eval_every", "save_every"):
@@ -141,21 +143,23 @@ class Trainer:
         pad = self.tokenizer.pad_token_id
         batches = [fetch(self.dataset, self.plan.micro_indices(step, a), pad) for a in range(self.plan.grad_accum)]
         totals = self._totals(batches)
-        sums: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {"": torch.zeros((), dtype=torch.float64)}  # "": the step loss
         self.engine.train()
         for batch in batches:
-            batch = {k: v.to(self.info.device) for k, v in batch.items()}
+            batch = to_device(batch, self.info.device)
             loss, parts = self.objective(self.engine, batch, totals)
             # DeepSpeed averages gradients over ranks; the loss is already a share of the global
             # mean, so undo that average (and skip its 1/accumulation scaling).
             self.engine.backward(loss * self.info.world_size, scale_wrt_gas=False)
             self.engine.step()
+            sums[""] += loss.detach().double().cpu()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0) + v.detach().double().cpu()
         terms = sorted(sums)
-        reduced = dist.all_reduce_sum(torch.stack([torch.as_tensor(sums[k]) for k in terms]))
-        record = {"step": step + 1, "lr": lr}
-        record.update({f"loss/{k}": float(v) / max(totals.get(k, 1.0), 1.0) for k, v in zip(terms, reduced)})
+        reduced = dict(zip(terms, dist.all_reduce_sum(torch.stack([torch.as_tensor(sums[k]) for k in terms])).tolist()))
+        # "loss" is the optimised step loss; loss/<term> each term's own mean over its targets.
+        record = {"step": step + 1, "lr": lr, "loss": reduced.pop("")}
+        record.update({f"loss/{k}": v / max(totals.get(k, 1.0), 1.0) for k, v in reduced.items()})
         record.update({f"tokens/{k}": int(totals[k]) for k in totals})
         return record
 
@@ -184,7 +188,7 @@ class Trainer:
             record["elapsed_s"] = round(time.time() - t0, 3)
             self.log.write(record)
             bar.update(1)
-            losses = {k.split("/")[-1]: f"{v:.4f}" for k, v in record.items() if k.startswith("loss/")}
+            losses = {k.split("/")[-1]: f"{v:.4f}" for k, v in record.items() if k.startswith("loss")}
             bar.set_postfix(losses, refresh=False)
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and self.evaluate:

@@ -25,7 +25,7 @@ from unlearn.tasks.arithmetic import FORGET_OPS, OPS, RETAIN_OPS, PackedArithmet
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
 PERIODIC_EVAL_SEED = 7  # a small fixed set for progress; the final report uses the task's evaluation set
-DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4, warmup_steps=75,
+DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4,
                        eval_every=250, save_every=250)
 
 
@@ -81,7 +81,7 @@ def main():
     last = trainer.train()
     held_out = eval_problems(OPS, args.final_eval_per_format)  # the fixed evaluation set
     final = trainer.run_eval(cfg.steps, lambda model: evaluate(model, held_out))
-    trainer.finish({"stage": "pretrain", "steps": cfg.steps, "final_loss": last.get("loss/ce"),
+    trainer.finish({"stage": "pretrain", "steps": cfg.steps, "final_loss": last.get("loss"),
                     "evaluation": final})
     if info.is_main:
         print(f"pretrained {args.out}: accuracy {final['accuracy']}")

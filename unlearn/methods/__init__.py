@@ -1,0 +1,48 @@
+"""Unlearning methods: one module each, a loss over (forget batch, retain batch, model, reference).
+
+Each module defines `Hparams` (a dataclass of the method's settings, defaults tuned for the built-in
+arithmetic testbed), `TRAIN_DEFAULTS` (steps, LR, schedule) and `Objective`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import ModuleType
+
+from distill.errors import UserError
+from unlearn.methods import graddiff, maxent, npo, rmu, simnpo
+
+METHODS: dict[str, ModuleType] = {"graddiff": graddiff, "maxent": maxent, "rmu": rmu, "npo": npo, "simnpo": simnpo}
+
+
+def get_method(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise UserError(f"unknown unlearning method {name!r}: expected one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def parse_hparams(method: ModuleType, overrides: list[str]):
+    """The method's Hparams with `key=value` overrides, typed like the defaults; unknown keys refused."""
+    hp = method.Hparams()
+    fields = {f.name: f for f in dataclasses.fields(hp)}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--hp {item!r}: expected key=value")
+        if key not in fields:
+            raise UserError(f"--hp {key}: {method.__name__.split('.')[-1]} has no such setting "
+                            f"(expected one of {', '.join(fields)})")
+        kind = type(getattr(hp, key))
+        try:
+            setattr(hp, key, kind(raw))
+        except ValueError as e:
+            raise UserError(f"--hp {key}={raw}: expected a {kind.__name__}") from e
+    return hp
+
+
+def build_objective(method: ModuleType, hp, reference=None, config=None):
+    """Instantiate a method's objective; a bad setting (e.g. an RMU layer past the depth) is a UserError."""
+    try:
+        return method.Objective(hp, reference, config)
+    except ValueError as e:
+        raise UserError(str(e)) from e

@@ -1,0 +1,38 @@
+"""GradDiff: ascend the forget loss, descend the retain loss.
+
+    L = -CE(forget answers) + alpha * retain     (retain: CE, or KL to the frozen reference)
+
+The ascent term is unbounded, so it is run briefly at a small LR (the paper: 10 steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distill.objective import token_cross_entropy
+from unlearn.methods.common import UnlearnObjective
+
+
+@dataclass
+class Hparams:
+    retain_weight: float = 4.0  # alpha
+    retain_loss: str = "ce"  # "ce" | "kl" (KL(reference || model) on retain tokens)
+
+
+TRAIN_DEFAULTS = dict(steps=30, lr=3e-4, schedule="constant", warmup_steps=0)
+
+
+class Objective(UnlearnObjective):
+    def __init__(self, hp: Hparams, reference=None, config=None):
+        if hp.retain_loss not in ("ce", "kl"):
+            raise ValueError(f"GradDiff retain_loss {hp.retain_loss!r}: expected 'ce' or 'kl'")
+        super().__init__(hp, reference, config)
+
+    @staticmethod
+    def uses_reference(hp) -> bool:
+        return hp.retain_loss == "kl"
+
+    def forget_loss(self, model, rows, totals):
+        logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits
+        ce = token_cross_entropy(logits, rows["labels"])
+        return -ce / max(totals["forget"], 1.0), {"forget": ce.detach()}

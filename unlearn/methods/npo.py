@@ -1,0 +1,40 @@
+"""NPO (negative preference optimisation) on the forget answers, against a frozen reference.
+
+    r(y|x) = log pi(y|x) - log pi_ref(y|x)           (sequence log-probs of the answer tokens)
+    L = -(2 / beta) * mean_seq log sigmoid(-beta * r) + retain_weight * CE(retain)
+
+Computed on log-probabilities (log-softmax), never on raw logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from unlearn.methods.common import UnlearnObjective, sequence_logprob
+
+
+@dataclass
+class Hparams:
+    beta: float = 0.1
+    retain_weight: float = 1.0
+
+
+TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)
+
+
+class Objective(UnlearnObjective):
+    @staticmethod
+    def uses_reference(hp) -> bool:
+        return True
+
+    def forget_loss(self, model, rows, totals):
+        logp, n = sequence_logprob(model, rows)
+        with torch.no_grad():
+            ref_logp, _ = sequence_logprob(self.reference, rows)
+        has_target = n > 0
+        per_seq = -(2.0 / self.hp.beta) * F.logsigmoid(-self.hp.beta * (logp - ref_logp))
+        total = (per_seq * has_target).sum()
+        return total / max(totals["forget_seqs"], 1.0), {"forget_seqs": total.detach()}
