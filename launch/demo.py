@@ -1,10 +1,12 @@
 """The demo on the built-in arithmetic testbed: what exists of the UNDO pipeline so far.
 
-Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only)
-on 2 DeepSpeed ZeRO-3 ranks, scores both, and prints a table. A stage whose output is already
-finished is reused, so an interrupted demo continues where it stopped.
+Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
+then unlearns the forget operations (* and /) from the base model with each chosen method, every
+stage on 2 DeepSpeed ZeRO-3 ranks, and prints one table. A stage whose output is already finished
+is reused, so an interrupted demo continues where it stopped.
 
-    make demo            # == .venv/bin/python launch/demo.py --runs runs --nproc 2
+    make demo                                                     # MaxEnt only
+    .venv/bin/python launch/demo.py --methods graddiff,maxent,rmu,npo,simnpo   # the README's table
 """
 
 import sys
@@ -15,11 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import json
-import subprocess
 import time
 
-from distill.launcher import REPO, run_stage
+from distill.launcher import run_stage
 from distill.rundir import SUMMARY
+from unlearn.methods import METHODS
 
 
 def parse_args():
@@ -27,45 +29,58 @@ def parse_args():
     p.add_argument("--runs", default="runs", help="directory for every stage's output")
     p.add_argument("--nproc", type=int, default=2, help="DeepSpeed ranks per stage")
     p.add_argument("--ds_config", default="ds_configs/zero3.json")
-    return p.parse_args()
+    p.add_argument("--methods", default="maxent", help=f"comma-separated, from {', '.join(METHODS)}")
+    args = p.parse_args()
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown method(s) {unknown}: expected some of {', '.join(METHODS)}")
+    return args
 
 
-def pretrain(out: Path, extra: list[str], args) -> None:
+def stage(script: str, out: Path, extra: list[str], args) -> float | None:
+    """Run a stage unless its output is finished; returns its wall time (None when reused)."""
     if (out / SUMMARY).is_file():
         print(f"reusing finished run {out}")
-        return
-    run_stage("launch/pretrain.py", ["--ds_config", args.ds_config, "--out", str(out), *extra], args.nproc)
-
-
-def evaluate(model: Path) -> dict:
-    out = model / "eval.json"
-    subprocess.run([sys.executable, str(REPO / "launch/evaluate.py"), "--model", str(model), "--out", str(out)],
-                   check=True, cwd=REPO)
-    return json.loads(out.read_text())
+        return None
+    t0 = time.time()
+    run_stage(script, ["--ds_config", args.ds_config, "--out", str(out), *extra], args.nproc)
+    return time.time() - t0
 
 
 def fmt(x) -> str:
     return "  -  " if x is None else f"{x:.3f}"
 
 
+def print_table(rows: dict[str, dict], base_retain: float) -> None:
+    print("\nArithmetic testbed, held-out problems, greedy decoding, exact match (launch/evaluate.py scoring)")
+    print(f"{'model':20s} | equations  +      -      *      /    | word  +      -      *      /    "
+          "| retain | forget | retain/base | time")
+    for name, r in rows.items():
+        ev = r["evaluation"]
+        eq, word = ev["equation_accuracy"], ev["word_accuracy"]
+        took = "reused" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+        print(f"{name:20s} |          " + "  ".join(fmt(eq[op]) for op in "+-*/") + " |      "
+              + "  ".join(fmt(word[op]) for op in "+-*/")
+              + f" | {fmt(ev['retain_accuracy'])}  | {fmt(ev['forget_accuracy'])}  | "
+              f"{ev['retain_accuracy'] / base_retain:10.3f}  | {took}")
+    print("(retain = mean of + and -, forget = mean of * and /, each over equations and word problems)")
+
+
 def main():
     args = parse_args()
     runs = Path(args.runs)
-    t0 = time.time()
-    models = {"base": (runs / "base", []), "gold": (runs / "gold", ["--filter-forget"])}
-    for out, extra in models.values():
-        pretrain(out, extra, args)
-    results = {name: evaluate(out) for name, (out, _) in models.items()}
-    print(f"\nArithmetic testbed, held-out problems, greedy decoding, exact match ({time.time() - t0:.0f} s)")
-    print("model  | equations  +      -      *      /    | word problems  +      -      *      /    "
-          "| retain | forget")
-    for name, r in results.items():
-        eq, word = r["equation_accuracy"], r["word_accuracy"]
-        print(f"{name:6s} |          " + "  ".join(fmt(eq[op]) for op in "+-*/") + " |              "
-              + "  ".join(fmt(word[op]) for op in "+-*/")
-              + f" | {fmt(r['retain_accuracy'])}  | {fmt(r['forget_accuracy'])}")
-    print("(retain = mean of + and -, forget = mean of * and /, each over equations and word problems)")
-    (runs / "demo_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plan = {"base": ("launch/pretrain.py", runs / "base", []),
+            "gold": ("launch/pretrain.py", runs / "gold", ["--filter-forget"])}
+    for m in args.methods:
+        plan[f"unlearned:{m}"] = ("launch/unlearn.py", runs / f"unlearned-{m}",
+                                  ["--model", str(runs / "base"), "--method", m])
+    rows = {}
+    for name, (script, out, extra) in plan.items():
+        seconds = stage(script, out, extra, args)
+        rows[name] = {"evaluation": json.loads((out / SUMMARY).read_text())["evaluation"], "seconds": seconds}
+    print_table(rows, rows["base"]["evaluation"]["retain_accuracy"])
+    (runs / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ from unlearn.methods.common import UnlearnObjective
 
 @dataclass
 class Hparams:
-    retain_weight: float = 4.0  # alpha
+    retain_weight: float = 10.0  # alpha
     retain_loss: str = "ce"  # "ce" | "kl" (KL(reference || model) on retain tokens)
 
 
-TRAIN_DEFAULTS = dict(steps=30, lr=3e-4, schedule="constant", warmup_steps=0)
+TRAIN_DEFAULTS = dict(steps=40, lr=1e-4, schedule="constant", warmup_steps=0)
 
 
 class Objective(UnlearnObjective):
