@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from distill.models import build_model
+from distill.noise import shrink_and_perturb, xavier_uniform
+from unlearn.tasks.tokenizer import build_char_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_char_tokenizer()
+
+
+def fresh(tok, seed=0):
+    torch.manual_seed(seed)
+    return build_model("gemma2-tiny", tok)
+
+
+def test_alpha_zero_leaves_the_teacher_unchanged(tok):
+    model, ref = fresh(tok), fresh(tok)
+    shrink_and_perturb(model, alpha=0.0, beta=0.1, seed=3)
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_alpha_one_beta_one_is_a_fresh_xavier_init(tok):
+    model = fresh(tok)
+    shrink_and_perturb(model, alpha=1.0, beta=1.0, seed=3)
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            assert torch.count_nonzero(p) == 0, name  # norm weights to 0: Gemma's (1 + w) is the identity
+            continue
+        bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
+        assert p.abs().max() <= bound, name
+        # Uniform on [-b, b]: mean 0, variance b^2 / 3 (up to sampling error on >= 16k draws).
+        assert abs(p.mean().item()) < 0.02 * bound, name
+        assert p.var().item() == pytest.approx(bound**2 / 3, rel=0.05), name
+
+
+def test_partial_alpha_mixes_teacher_and_noise_exactly(tok):
+    model, teacher = fresh(tok), fresh(tok)
+    shrink_and_perturb(model, alpha=0.6, beta=0.1, seed=5)
+    name = "model.layers.0.mlp.down_proj.weight"
+    from distill.noise import param_generator
+
+    noise = xavier_uniform(tuple(teacher.get_parameter(name).shape), param_generator(5, name))
+    expected = teacher.get_parameter(name) * 0.4 + 0.06 * noise
+    assert torch.allclose(model.get_parameter(name), expected, atol=1e-7)
+
+
+def test_seed_and_pattern_select_what_changes(tok):
+    a, b, teacher = fresh(tok), fresh(tok), fresh(tok)
+    touched = shrink_and_perturb(a, 0.5, 0.1, seed=1, pattern=r"mlp\.")
+    shrink_and_perturb(b, 0.5, 0.1, seed=2, pattern=r"mlp\.")
+    assert touched and all("mlp." in n for n in touched)
+    assert torch.equal(a.get_parameter("model.embed_tokens.weight"), teacher.get_parameter("model.embed_tokens.weight"))
+    assert not torch.equal(a.get_parameter(touched[0]), b.get_parameter(touched[0]))
+
+
+def test_bad_settings(tok):
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        shrink_and_perturb(fresh(tok), 1.5, 0.1, seed=0)
+    with pytest.raises(ValueError, match="no parameter name matches"):
+        shrink_and_perturb(fresh(tok), 0.5, 0.1, seed=0, pattern="nothing-like-this")
