@@ -178,8 +178,11 @@ class Trainer:
         checkpoint.save(self.engine, self.out / rundir.CHECKPOINTS, step, client, self.info.rank,
                         keep=self.cfg.keep_checkpoints)
 
-    def train(self) -> dict:
+    def train(self, stop: Callable[[dict], bool] | None = None) -> dict:
+        """Run to the step budget, or until `stop(evaluation)` says so after a periodic evaluation
+        (then `self.stopped_at` is that step). Returns the last step's metrics record."""
         cfg, t0 = self.cfg, time.time()
+        self.stopped_at = None
         bar = tqdm(total=cfg.steps, initial=self.start_step, disable=not self.info.is_main,
                    desc=self.out.name, dynamic_ncols=True, mininterval=2.0)
         record: dict = {}
@@ -192,7 +195,11 @@ class Trainer:
             bar.set_postfix(losses, refresh=False)
             done = step + 1
             if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and self.evaluate:
-                self.run_eval(done)
+                result = self.run_eval(done)
+                if stop is not None and stop(result):
+                    self.stopped_at = done
+                    self.log.write({"step": done, "stopped_by_criterion": True})
+                    break
             if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
                 self._save(done)
         bar.close()

@@ -30,3 +30,8 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def total(path: Path, key: str) -> float:
+    """Sum of `key` over the records that have it (e.g. tokens over every logged step)."""
+    return float(sum(r[key] for r in read_metrics(path) if key in r))

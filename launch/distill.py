@@ -1,0 +1,140 @@
+"""Distill an unlearned teacher into a perturbed (or fresh) student: the "Distill" of UNDO.
+
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 launch/distill.py --ds_config ds_configs/zero3.json \\
+        --teacher runs/unlearned-maxent --online --alpha 0.6 --beta 0.1 --out runs/undo-maxent-a0.6
+
+With only --ds_config it distills the demo teacher (runs/unlearned-maxent) at alpha 1 (fresh init:
+Unlearn-and-Distill). The student is the teacher shrunk and perturbed, p <- (1 - alpha) p + alpha beta N,
+or another architecture (--student PRESET|DIR) sharing the teacher's tokenizer. Training stops when the
+student's retain accuracy is within --retain-gap of the teacher's, or at --steps.
+"""
+
+import sys
+from pathlib import Path
+
+# `python launch/distill.py` puts launch/ first on sys.path; the repository root must win.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+
+from distill import metrics, rundir
+from distill.cli import add_train_args, deepspeed_config, run_main, train_config
+from distill.dist import init_distributed
+from distill.ds_config import load_ds_config
+from distill.engine import TrainConfig, Trainer
+from distill.errors import UserError
+from distill.frozen import build_frozen
+from distill.kd_objective import OnlineDistillObjective
+from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
+from distill.noise import shrink_and_perturb
+from unlearn.evaluate import score
+from unlearn.tasks.arithmetic import OPS, PackedArithmeticDataset, eval_problems
+from unlearn.tasks.tokenizer import build_char_tokenizer
+
+DEMO_TEACHER = "runs/unlearned-maxent"
+DEFAULTS = TrainConfig(steps=1200, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4, eval_every=100,
+                       save_every=100)
+CRITERION_EVAL_SEED = 7
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default=DEMO_TEACHER, help="the unlearned teacher (a Hugging Face directory)")
+    p.add_argument("--online", action="store_true", default=True,
+                   help="targets from the teacher run alongside the student (dense KL; the default)")
+    p.add_argument("--alpha", type=float, default=1.0, help="shrink-and-perturb mix: 0 = teacher, 1 = fresh")
+    p.add_argument("--beta", type=float, default=None, help="noise scale (default: 1.0 at alpha 1, else 0.1)")
+    p.add_argument("--student", default="perturb",
+                   help="'perturb' (the teacher, shrunk and perturbed), or a preset / directory of another model")
+    p.add_argument("--perturb-pattern", default=".*", help="regex over parameter names to perturb")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--retain-gap", type=float, default=0.05,
+                   help="stop when the student's retain accuracy is at most this far below the teacher's")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--word-fraction", type=float, default=0.05)
+    p.add_argument("--eval-per-format", type=int, default=30, help="problems per op and format, criterion evals")
+    p.add_argument("--final-eval-per-format", type=int, default=100)
+    add_train_args(p, DEFAULTS)
+    for action in p._actions:  # --out defaults to a name derived from the teacher and alpha
+        if action.dest == "out":
+            action.required, action.default = False, None
+    args = p.parse_args(argv)
+    if args.beta is None:
+        args.beta = 1.0 if args.alpha == 1.0 else 0.1
+    if args.out is None:
+        args.out = f"runs/undo-{Path(args.teacher).name.removeprefix('unlearned-')}-alpha{args.alpha:g}"
+    return args
+
+
+def check_teacher(args, tokenizer):
+    if not has_weights(args.teacher):
+        if args.teacher == DEMO_TEACHER and not Path(args.teacher).exists():
+            raise UserError(f"the demo teacher {DEMO_TEACHER} does not exist yet; make it with `make demo` or\n"
+                            "  deepspeed --num_gpus 2 launch/pretrain.py --ds_config ds_configs/zero3.json "
+                            "--out runs/base\n  deepspeed --num_gpus 2 launch/unlearn.py --ds_config "
+                            "ds_configs/zero3.json --model runs/base --method maxent --out runs/unlearned-maxent")
+        model_config(args.teacher, tokenizer)
+        raise UserError(f"--teacher {args.teacher} has no safetensors weights")
+    check_tokenizer_matches(args.teacher, tokenizer)
+    if args.student != "perturb":
+        check_tokenizer_matches(args.student, tokenizer)
+
+
+def main():
+    args = parse_args()
+    tokenizer = build_char_tokenizer()
+    check_teacher(args, tokenizer)
+    s_spec = args.teacher if args.student == "perturb" else args.student
+    s_config = model_config(s_spec, tokenizer)
+    cfg = train_config(args)
+    try:
+        dataset = PackedArithmeticDataset(tokenizer, OPS, args.seq_len, num_rows=cfg.steps * cfg.global_batch,
+                                          seed=cfg.seed + 1, word_fraction=args.word_fraction)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    load_ds_config(args.ds_config)
+    info = init_distributed()
+    ds_config = deepspeed_config(args, cfg, info.world_size, s_config.hidden_size)
+    teacher = build_frozen(args.teacher, tokenizer, ds_config, info.device)
+    criterion_set = eval_problems(OPS, args.eval_per_format, seed=CRITERION_EVAL_SEED)
+
+    def evaluate(model, problems=criterion_set):
+        return score(model, tokenizer, problems, rank=info.rank, world=info.world_size, device=info.device)
+
+    teacher_eval = evaluate(teacher)
+
+    def model_fn():
+        model = build_model(s_spec, tokenizer, ds_config)
+        if args.student == "perturb":
+            try:
+                shrink_and_perturb(model, args.alpha, args.beta, seed=cfg.seed, pattern=args.perturb_pattern)
+            except ValueError as e:
+                raise UserError(str(e)) from e
+        return model
+
+    run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()), "student": args.student,
+           "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": "online",
+           "temperature": args.temperature, "retain_gap": args.retain_gap, "seq_len": args.seq_len,
+           "word_fraction": args.word_fraction}
+    objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature)
+    trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, dataset, objective, Path(args.out), run,
+                      overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn)
+    goal = teacher_eval["retain_accuracy"] - args.retain_gap
+    trainer.train(stop=lambda result: result["retain_accuracy"] >= goal)
+    final = trainer.run_eval(trainer.stopped_at or cfg.steps,
+                             lambda model: evaluate(model, eval_problems(OPS, args.final_eval_per_format)))
+    steps = trainer.stopped_at or cfg.steps
+    tokens = metrics.total(Path(args.out) / rundir.METRICS, "tokens/kd") if info.is_main else 0.0
+    n_student, n_teacher = count_parameters(trainer.engine.module), count_parameters(teacher)
+    trainer.finish({"stage": "distill", "stopped_by_criterion": trainer.stopped_at is not None, "steps": steps,
+                    "tokens": int(tokens), "flops": 6.0 * n_student * tokens + 2.0 * n_teacher * tokens,
+                    "flops_note": "6 x student params + 2 x teacher params per token (no attention term)",
+                    "alpha": args.alpha, "beta": args.beta, "teacher_retain_accuracy": teacher_eval["retain_accuracy"],
+                    "criterion": f"retain_accuracy >= {goal:.4f}", "evaluation": final})
+    if info.is_main:
+        print(f"distilled {args.out}: {steps} steps (criterion {'met' if trainer.stopped_at else 'not met'}), "
+              f"retain {final['retain_accuracy']:.3f} forget {final['forget_accuracy']:.3f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,69 @@
+"""`launch/distill.py`: online distillation into a perturbed student on 2 ZeRO-3 ranks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import check, run_deepspeed
+from safetensors.torch import load_file
+
+from distill.launcher import REPO, stage_env
+from distill.models import build_model
+from unlearn.tasks.tokenizer import build_char_tokenizer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "teacher"
+    tok = build_char_tokenizer()
+    torch.manual_seed(0)
+    build_model("gemma2-tiny", tok).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def distill_args(teacher, out, extra=()):
+    return ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(teacher), "--out", str(out),
+            "--steps", "6", "--global-batch", "8", "--micro-batch", "4", "--seq-len", "32", "--eval-every", "3",
+            "--eval-per-format", "1", "--final-eval-per-format", "1", "--save-every", "0", *extra]
+
+
+def test_distill_writes_a_student_and_its_compute(teacher, tmp_path):
+    out = tmp_path / "student"
+    # A negative gap can never be met: the run goes to its step budget.
+    check(run_deepspeed("launch/distill.py", distill_args(teacher, out, ["--alpha", "0.5", "--retain-gap", "-2"]),
+                        nproc=2, timeout=600))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_criterion"] is False and summary["steps"] == 6
+    assert summary["tokens"] == 6 * 8 * 32  # packed rows: every position counts
+    assert summary["flops"] > 6 * summary["tokens"] * 1e6 * 0.9
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kd = [r["loss/kd"] for r in rows if "loss/kd" in r]
+    assert len(kd) == 6 and all(v >= 0 for v in kd)
+    student, start = load_file(out / "model.safetensors"), load_file(teacher / "model.safetensors")
+    assert not torch.equal(student["model.embed_tokens.weight"], start["model.embed_tokens.weight"])
+
+
+def test_stop_criterion_ends_the_run_early(teacher, tmp_path):
+    out = tmp_path / "student"
+    # A gap of 2 is met at the first evaluation (accuracies lie in [0, 1]).
+    check(run_deepspeed("launch/distill.py", distill_args(teacher, out, ["--retain-gap", "2"]), nproc=2,
+                        timeout=600))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_criterion"] is True and summary["steps"] == 3
+    assert summary["tokens"] == 3 * 8 * 32
+
+
+def test_missing_demo_teacher_names_the_commands_that_make_it(tmp_path):
+    env = stage_env()
+    env.pop("RANK", None)
+    result = subprocess.run([sys.executable, str(REPO / "launch/distill.py"), "--ds_config",
+                             str(REPO / "ds_configs/zero3.json")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert "demo teacher runs/unlearned-maxent does not exist yet" in result.stderr
+    assert "launch/unlearn.py" in result.stderr
