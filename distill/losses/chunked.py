@@ -2,7 +2,8 @@
 
 ``loss_and_grad_`` is the PyTorch twin of the Triton kernels (``distill.kernels``): given a float32
 buffer of student logits it returns the per-row losses and, on request, overwrites the buffer with
-d(loss)/d(logits), so a chunk of C rows needs C x V floats (two with softcap) and nothing of N x V.
+d(loss)/d(logits), so a chunk of C rows needs its C x V floats (plus one more such buffer with softcap,
+a few for dense targets) and nothing of N x V.
 The fused-linear path (``distill.losses.fused_linear``) calls it per chunk of hidden states;
 ``kl_chunked`` wraps it for logits that already exist. The math is the reference's
 (``distill.losses.reference``); the gradients, with s = capped(z) / T and q = softmax(s), are
@@ -38,51 +39,51 @@ def loss_and_grad_(z: torch.Tensor, target: Target, mask: torch.Tensor | None, *
     """Per-row loss (C,) float32 of student logits ``z`` (C, V) float32, contiguous, overwritten.
 
     With compute_grad, ``z`` holds d(loss_row)/dz on return (rows not counted: 0); otherwise it holds
-    scratch values. The target's rows align with z's.
+    scratch values. The target's rows align with z's. Written as few passes over (C, V) as PyTorch
+    allows: on CPU the chunk's elementwise work is a small fraction of its matmuls.
     """
     if z.dtype != torch.float32 or not z.is_contiguous():
         raise ValueError(f"loss_and_grad_ works in place on contiguous float32 logits, got {z.dtype}")
-    keep = None if mask is None else mask[:, None]
-    dcap = None
-    if softcap is not None:
-        z.div_(softcap).tanh_()
-        if compute_grad:
-            dcap = 1 - z.square()  # d(cap * tanh(z / cap))/dz, needed once z holds q
-        z.mul_(softcap)
-    if temperature != 1.0:
-        z.div_(temperature)  # z now holds s = capped(z) / T
-
+    dcap = _scale_(z, temperature, softcap, compute_grad)  # z now holds s = capped(z) / T
     ids = None
     if target.kind != "dense":
         ids = target.ids.long()
-        if keep is not None:
-            ids = ids.masked_fill(~keep, 0)  # rows not counted may hold padding ids
+        if mask is not None:
+            ids = ids.masked_fill(~mask[:, None], 0)  # rows not counted may hold padding ids
         s_set = z.gather(1, ids)
-
     m = z.amax(dim=1, keepdim=True)
     if target.kind == "dense":
         loss = _dense_(z, m, target.values, temperature, compute_grad)
     else:
-        z.sub_(m).exp_()
-        d = z.sum(dim=1, keepdim=True)
-        z.div_(d)  # z now holds q
-        log_q_set = s_set - (m + d.log())
+        e = z.sub_(m).exp_()  # z now holds exp(s - m); q = e / d
+        d = e.sum(dim=1, keepdim=True)
+        log_q_set = (s_set - m) - d.log()  # not s - (m + log d): m + log d would round to ulp(m)
         fn = _topk_ if target.kind == "topk" else _sampled_
-        loss = fn(z, ids, log_q_set, target.values.float(), compute_grad)
-
-    if keep is not None:
-        loss = loss.masked_fill(~mask, 0.0)  # masked_fill, not a product: ignored rows may hold NaN
+        loss = fn(e, d, ids, log_q_set, target.values.float(), temperature, compute_grad)
     if compute_grad:
-        z.mul_(temperature)  # d(T^2 KL)/ds * ds/dz = T * dKL/ds (before the softcap factor)
         if dcap is not None:
             z.mul_(dcap)
-        if keep is not None:
-            z.masked_fill_(~keep, 0.0)
+        if mask is not None:
+            z[~mask] = 0.0  # only the rows not counted are written
+    if mask is not None:
+        loss = loss.masked_fill(~mask, 0.0)  # masked_fill, not a product: ignored rows may hold NaN
     return loss * temperature**2
 
 
+def _scale_(z, temperature, softcap, compute_grad):
+    """z -> s = capped(z) / T in place; returns d capped / dz (C, V) with softcap and a gradient, else None."""
+    if softcap is None:
+        if temperature != 1.0:
+            z.div_(temperature)
+        return None
+    th = z.div_(softcap).tanh_()
+    dcap = 1 - th.square() if compute_grad else None  # kept: z will hold the gradient of s, not z
+    th.mul_(softcap / temperature)
+    return dcap
+
+
 def _dense_(z, m, teacher, temperature, compute_grad):
-    """z holds s; teacher (C, V) raw logits. Returns the KL per row and leaves dKL/ds = q - p in z."""
+    """z holds s; teacher (C, V) raw logits. Returns the KL per row; leaves T dKL/ds = T (q - p) in z."""
     log_p = torch.log_softmax(teacher.float() / temperature, dim=1)
     log_q = z.sub_(m)
     log_q.sub_(torch.logsumexp(log_q, dim=1, keepdim=True))  # z now holds log q
@@ -91,33 +92,51 @@ def _dense_(z, m, teacher, temperature, compute_grad):
     loss = terms.masked_fill_(p == 0, 0.0).sum(dim=1)  # 0 log 0 = 0 where the teacher logit is -inf
     if compute_grad:
         z.exp_().sub_(p)
+        if temperature != 1.0:
+            z.mul_(temperature)
     return loss
 
 
-def _topk_(q, ids, log_q_set, lp, compute_grad):
-    """q (C, V) student probs. Returns the KL per row with the tail bucket and leaves dKL/ds in q."""
+def _topk_(e, d, ids, log_q_set, lp, temperature, compute_grad):
+    """e (C, V) = exp(s - m), q = e / d. Returns the KL per row with the tail bucket; leaves T dKL/ds in e."""
     p_set = lp.exp()
     mass_p = p_set.sum(1)
     p_tail = (1 - mass_p).clamp(min=0)
     mass_q = log_q_set.exp().sum(1)
     clamped = mass_q > 1 - TAIL_FLOOR
-    log_q_tail = torch.log1p(-mass_q.clamp(max=1 - TAIL_FLOOR))
+    q_set_mass = mass_q.clamp(max=1 - TAIL_FLOOR)
+    q_tail, log_q_tail = 1 - q_set_mass, torch.log1p(-q_set_mass)
     in_set = torch.where(p_set > 0, p_set * (lp - log_q_set), 0.0).sum(1)
     loss = in_set + torch.xlogy(p_tail, p_tail) - p_tail * log_q_tail
     if compute_grad:
         pt = p_tail.masked_fill(clamped, 0.0)
-        out_coef = mass_p + pt - pt / (-torch.expm1(log_q_tail))
-        in_grad = log_q_set.exp() * (mass_p + pt)[:, None] - p_set
-        q.mul_(out_coef[:, None]).scatter_(1, ids, in_grad)  # ids are distinct: scatter writes each once
+        out_coef = (mass_p + pt - pt / q_tail) * temperature
+        in_grad = (log_q_set.exp() * (mass_p + pt)[:, None] - p_set) * temperature
+        e.mul_(out_coef[:, None] / d).scatter_(1, ids, in_grad)  # one pass; distinct ids: each written once
     return loss
 
 
-def _sampled_(q, ids, log_q_set, w, compute_grad):
-    """q (C, V) student probs. Returns the cross-entropy per row and leaves dCE/ds in q."""
+def _sampled_(e, d, ids, log_q_set, w, temperature, compute_grad):
+    """e (C, V) = exp(s - m), q = e / d. Returns the cross-entropy per row; leaves T dCE/ds in e."""
     loss = -(w * log_q_set).sum(1)
     if compute_grad:
-        q.mul_(w.sum(1, keepdim=True)).scatter_add_(1, ids, -w)  # scatter_add: repeated ids add up
+        e.mul_(w.sum(1, keepdim=True) * temperature / d).scatter_add_(1, ids, -w * temperature)  # repeats add up
     return loss
+
+
+def scale_grad_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
+    """grad *= grad_output in place, the product rounded once to grad's dtype.
+
+    A bf16 grad times a float32 grad_output would otherwise round grad_output to bf16 first on some
+    devices (a third rounding); low-precision buffers are scaled in float32, a chunk of rows at a time.
+    """
+    if grad.dtype == torch.float32:
+        grad.mul_(grad_output)
+        return
+    rows = default_chunk_rows(grad.shape[-1])
+    for lo in range(0, grad.shape[0], rows):
+        part = grad[lo:lo + rows]
+        part.copy_(part.float().mul_(grad_output))
 
 
 # -- logits that already exist: chunked autograd path ----------------------------------------------
@@ -126,9 +145,8 @@ class ChunkedKLFunction(torch.autograd.Function):
     (the logits themselves when ``inplace``), the backward scales it by grad_output in place."""
 
     @staticmethod
-    def forward(ctx, logits, target: Target, mask, temperature, softcap, chunk_rows, inplace):
+    def forward(ctx, logits, target: Target, mask, temperature, softcap, chunk_rows, inplace, compute_grad):
         n = logits.shape[0]
-        compute_grad = logits.requires_grad
         src = logits.detach()
         grad = (src if inplace else torch.empty_like(src)) if compute_grad else None
         loss_rows = torch.empty(n, dtype=torch.float32, device=logits.device)
@@ -157,8 +175,8 @@ class ChunkedKLFunction(torch.autograd.Function):
                                "scaled in place (do not use retain_graph=True through it)")
         ctx.used = True
         (grad,) = ctx.saved_tensors
-        grad.mul_(grad_output.to(grad.dtype))
-        return grad, None, None, None, None, None, None
+        scale_grad_(grad, grad_output)
+        return grad, None, None, None, None, None, None, None
 
 
 def kl_chunked(student_logits: torch.Tensor, target, *, kind: str, temperature: float = 1.0,
@@ -175,5 +193,6 @@ def kl_chunked(student_logits: torch.Tensor, target, *, kind: str, temperature: 
     n, vocab = student_logits.shape
     t = make_target(kind, target, n, vocab, mask)
     rows = chunk_size or default_chunk_rows(vocab)
-    loss = ChunkedKLFunction.apply(student_logits, t, mask, float(temperature), softcap, rows, inplace)
+    compute_grad = torch.is_grad_enabled() and student_logits.requires_grad
+    loss = ChunkedKLFunction.apply(student_logits, t, mask, float(temperature), softcap, rows, inplace, compute_grad)
     return loss, count(mask, n, student_logits.device)

@@ -65,11 +65,12 @@ def kl_topk(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs:
     topk_ids (N, k) distinct per row; topk_logprobs (N, k) teacher log-probs at temperature T.
 
     Edge cases: p_tail is clamped at 0 (stored log-probs whose masses round above 1) and 0 log 0 = 0.
-    q_tail is computed as log1p(-sum_S q_i), accurate while q_tail is near 1, with sum_S q_i clamped to
-    at most 1 - TAIL_FLOOR: when the student puts all but < 1e-6 of its mass on S, fp32 can no longer
-    resolve q_tail (it would round to 0 and the loss to +inf), so the tail term is held at
-    p_tail (log p_tail - log TAIL_FLOOR) and contributes no gradient; the in-set terms still pull q_S
-    towards p_S. The clamp can make the loss negative by at most -log(1 + TAIL_FLOOR) ~ -1e-6 per token.
+    log q_tail is computed as log1p(-sum_S q_i), accurate while q_tail is near 1, with sum_S q_i
+    clamped to at most 1 - TAIL_FLOOR (2^-20 ~ 1e-6): when the student puts all but less than that on
+    S, float32 cannot resolve q_tail (it would round to 0 and the loss to +inf; near the floor its
+    error is already ~10%), so the tail term is held at p_tail (log p_tail - log TAIL_FLOOR) and gives
+    no gradient, while the in-set terms still pull q_S towards p_S. The clamp can make the loss
+    negative by at most log(1 + TAIL_FLOOR) ~ 1e-6 per token; otherwise it is >= 0 up to rounding.
     """
     t = _checked("topk", (topk_ids, topk_logprobs), student_logits, temperature, softcap, mask)
     log_q = student_log_probs(_counted(student_logits, mask), temperature, softcap)
@@ -107,8 +108,8 @@ def reference_kl(student_logits: torch.Tensor, target, *, kind: str, temperature
     if kind == "dense":
         return kl_dense(student_logits, target, temperature=temperature, softcap=softcap, mask=mask)
     fn = {"topk": kl_topk, "sampled": kl_sampled}.get(kind)
-    if fn is None:
-        make_target(kind, target, *student_logits.shape)  # raises, naming the kinds
+    if fn is None or not (isinstance(target, (tuple, list)) and len(target) == 2):
+        make_target(kind, target, *student_logits.shape)  # raises, naming what is wrong
     return fn(student_logits, *target, temperature=temperature, softcap=softcap, mask=mask)
 
 

@@ -23,8 +23,9 @@ import torch
 
 KINDS = ("dense", "topk", "sampled")
 
-# The student's tail mass q_tail = 1 - sum_{i in S} q_i is clamped to at least this (see reference.kl_topk).
-TAIL_FLOOR = 1e-6
+# The student's tail mass q_tail = 1 - sum_{i in S} q_i is clamped to at least this (see reference.kl_topk):
+# about 1e-6, a power of two so that 1 - TAIL_FLOOR is exact in float32 and every path clamps alike.
+TAIL_FLOOR = 2.0**-20
 
 # Teacher masses are checked against 1 with this slack: enough for bf16-stored log-probs or weights
 # (8-bit mantissa, k roundings), small enough to catch raw logits or unnormalised counts.
