@@ -1,0 +1,184 @@
+"""Reading a cache back: split, order, resume, workers, and every corruption stopped by name."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from cache_helpers import plan_for, random_rows, write_cache
+from torch.utils.data import DataLoader
+
+from distill.cache import CacheError, CacheReader, Expected, load_manifest
+from distill.cache.manifest import MANIFEST, shard_name
+from distill.cache.shardfile import ShardFile, write_shard
+
+SEQ, VOCAB, K, RECORDS = 12, 200, 6, 45
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return random_rows(records=RECORDS, seq_len=SEQ, vocab=VOCAB, k=K, seed=11)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("reader") / "cache"
+    write_cache(path, plan_for(rows, SEQ, VOCAB, records_per_shard=8, chunk_records=3, width=K), rows)
+    return path
+
+
+def records(reader) -> list[int]:
+    return [r["record"] for r in reader]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("block", [1, 4])
+def test_readers_of_any_world_size_cover_every_record_once(cache, world, block):
+    seen = Counter()
+    for rank in range(world):
+        seen.update(records(CacheReader(cache, rank=rank, world_size=world, block=block, seed=5)))
+    assert sorted(seen) == list(range(RECORDS)) and set(seen.values()) == {1}
+
+
+def test_data_loader_workers_split_a_rank_and_keep_its_order(cache):
+    """Two ranks x two workers: the loader's batches are the rank's blocks of the single-process order."""
+    for rank in range(2):
+        alone = records(CacheReader(cache, rank=rank, world_size=2, block=4, seed=5))
+        loader = DataLoader(CacheReader(cache, rank=rank, world_size=2, block=4, seed=5), batch_size=4,
+                            num_workers=2)
+        batches = [b["record"].tolist() for b in loader]
+        assert [r for b in batches for r in b] == alone
+        assert all(b["topk_ids"].shape[1:] == (SEQ, K) for b in loader)
+
+
+def test_global_batches_do_not_depend_on_the_world_size(cache):
+    """With block = micro-batch m, step s holds stream positions [s*G, (s+1)*G) on any world size."""
+    m, global_batch = 2, 8
+    single = records(CacheReader(cache, block=m, seed=9))
+    for world in (2, 4):
+        per_rank = [records(CacheReader(cache, rank=r, world_size=world, block=m, seed=9)) for r in range(world)]
+        for step in range(RECORDS // global_batch):
+            union = [x for r in range(world) for x in per_rank[r][step * global_batch // world:
+                                                                  (step + 1) * global_batch // world]]
+            assert sorted(union) == sorted(single[step * global_batch:(step + 1) * global_batch])
+
+
+def test_order_is_a_function_of_the_seed_and_epoch(cache):
+    a = records(CacheReader(cache, seed=1, epochs=2))
+    assert a == records(CacheReader(cache, seed=1, epochs=2))
+    assert a[:RECORDS] != records(CacheReader(cache, seed=2))
+    assert a[:RECORDS] != a[RECORDS:] and sorted(a[RECORDS:]) == list(range(RECORDS))
+    assert records(CacheReader(cache, shuffle=False)) == list(range(RECORDS))
+
+
+@pytest.mark.parametrize("start", [0, 4, 20, 52])
+def test_resume_from_a_record_position(cache, start):
+    """A reader started at position P yields, per rank, what an uninterrupted one yields from P on."""
+    world, block = 2, 2
+    for rank in range(world):
+        full = records(CacheReader(cache, rank=rank, world_size=world, block=block, seed=4, epochs=2))
+        resumed = records(CacheReader(cache, rank=rank, world_size=world, block=block, seed=4, epochs=2, start=start))
+        assert resumed == full[len(full) - len(resumed):]
+    together = sum(len(records(CacheReader(cache, rank=r, world_size=world, block=block, seed=4, epochs=2,
+                                           start=start))) for r in range(world))
+    assert together == 2 * RECORDS - start
+
+
+def test_a_start_that_splits_a_rank_block_is_refused(cache):
+    with pytest.raises(ValueError, match="multiple of block x world_size = 4"):
+        CacheReader(cache, rank=1, world_size=2, block=2, start=7)
+
+
+def test_records_carry_their_inputs_and_targets(cache, rows):
+    for item in CacheReader(cache, seed=3):
+        i = item["record"]
+        part = slice(i * SEQ, (i + 1) * SEQ)
+        assert torch.equal(item["input_ids"], torch.from_numpy(rows["input_ids"][part]))
+        exact = np.sort(rows["topk_ids"][part], axis=1)
+        assert np.array_equal(np.sort(item["topk_ids"].numpy(), axis=1), exact)
+        assert item["topk_logprobs"].dtype == torch.float32 and item["logsumexp"].shape == (SEQ,)
+
+
+# -- corruption: each stops with the shard named, before a record of it is used ---------------------
+@pytest.fixture
+def copy(tmp_path, cache):
+    target = tmp_path / "cache"
+    target.mkdir()
+    for f in cache.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    return target
+
+
+def test_truncated_shard(copy):
+    path = copy / shard_name(2)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(CacheError, match=r"shard shard-000002\.bin: the file has \d+ bytes, the manifest says"):
+        CacheReader(copy)
+
+
+def test_missing_shard(copy):
+    (copy / shard_name(4)).unlink()
+    with pytest.raises(CacheError, match=r"shard shard-000004\.bin: the shard file is missing"):
+        CacheReader(copy)
+
+
+def test_bit_flip_is_caught_before_any_record_of_that_shard(copy):
+    path = copy / shard_name(3)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    reader, yielded = CacheReader(copy, shuffle=False), []
+    with pytest.raises(CacheError, match=r"shard shard-000003\.bin: the file's sha256 differs"):
+        for item in reader:
+            yielded.append(item["record"])
+    assert yielded == list(range(24))  # shards 0-2 only: nothing of shard 3 got out
+
+
+def test_damage_inside_a_consistent_shard_names_the_record(copy):
+    """A shard rewritten with a bad id gap (and a manifest updated to match) fails at that record."""
+    manifest = load_manifest(copy)
+    old = ShardFile.load(copy, copy / shard_name(1))
+    chunks = [old.arrays(c) for c in range(len(old.header["arrays"]["chunks"]))]
+    chunks[1]["gaps"][5, -1] = 60000  # chunk 1 = records 11-13 of this shard; row 5 is in record 11
+    header = {k: v for k, v in old.header.items() if k not in ("arrays", "payload_sha256", "kind")}
+    size, sha = write_shard(copy / shard_name(1), header, old.arrays(None), chunks, level=3)
+    saved = json.loads((copy / MANIFEST).read_text())
+    saved["shards"][1].update(bytes=size, sha256=sha)
+    (copy / MANIFEST).write_text(json.dumps(saved))
+    assert load_manifest(copy).shards[1].sha256 == sha != manifest.shards[1].sha256
+    with pytest.raises(CacheError, match=r"shard shard-000001\.bin, record 11: row 5: refers to rank"):
+        records(CacheReader(copy, shuffle=False))
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "sub/shard.bin", ".."])
+def test_shard_name_outside_the_cache(copy, name):
+    saved = json.loads((copy / MANIFEST).read_text())
+    saved["shards"][2]["name"] = name
+    (copy / MANIFEST).write_text(json.dumps(saved))
+    with pytest.raises(CacheError, match=f"shard {name!r}: the shard name .*outside the cache directory"):
+        CacheReader(copy)
+
+
+@pytest.mark.parametrize("expected,message", [
+    (Expected(vocab_size=VOCAB - 1), "vocab mismatch: the cache holds ids of a 200-token vocabulary"),
+    (Expected(tokenizer="other"), "tokenizer mismatch: the cache was made for 'tok', this run has 'other'"),
+    (Expected(dataset="other"), "dataset mismatch: the cache was made for 'ds'"),
+])
+def test_manifest_that_does_not_fit_the_run(cache, expected, message):
+    with pytest.raises(CacheError, match=f"manifest.json: {message}"):
+        CacheReader(cache, expected)
+
+
+def test_matching_expectations_and_a_padded_vocab_are_accepted(cache):
+    reader = CacheReader(cache, Expected(vocab_size=VOCAB + 56, tokenizer="tok", dataset="ds", mode="topk",
+                                         seq_len=SEQ))
+    assert len(records(reader)) == RECORDS
+
+
+def test_unknown_manifest_version_is_refused(copy):
+    saved = json.loads((copy / MANIFEST).read_text())
+    saved["format_version"] = 2
+    (copy / MANIFEST).write_text(json.dumps(saved))
+    with pytest.raises(CacheError, match="format_version 2"):
+        CacheReader(copy)
