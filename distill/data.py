@@ -80,3 +80,11 @@ def fetch(dataset, indices: Sequence[int], pad_id: int) -> dict:
 
 def to_device(batch: dict, device) -> dict:
     return {k: to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in batch.items()}
+
+
+def stack_records(records: Sequence[dict]) -> dict:
+    """Batch fixed-length stream records (e.g. cache records): stack every tensor field; no padding,
+    so every position is attended to."""
+    batch = {k: torch.stack([r[k] for r in records]) for k, v in records[0].items() if isinstance(v, torch.Tensor)}
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    return batch

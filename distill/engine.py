@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from distill import checkpoint, dist, rundir
-from distill.data import GlobalBatchPlan, fetch, to_device
+from distill.data import GlobalBatchPlan, fetch, stack_records, to_device
 from distill.dist import DistInfo
 from distill.errors import UserError
 from distill.metrics import MetricsLog
@@ -95,12 +95,19 @@ def make_optimizer(model, cfg: TrainConfig, ds_config: dict):
 class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, ds_config: dict, model_spec: str, tokenizer,
                  dataset, objective: Objective, out: Path, run_config: dict, overwrite: bool = False,
-                 evaluate: EvalFn | None = None, model_fn: Callable | None = None):
+                 evaluate: EvalFn | None = None, model_fn: Callable | None = None,
+                 stream: Callable[[int], Iterator[dict]] | None = None):
+        """`dataset` is map-style (read in the order of `GlobalBatchPlan`), unless `stream` is given:
+        then `stream(samples_seen)` returns this rank's records from that global position on, already
+        in the plan's layout (blocks of one micro-batch, round-robin over ranks), and `dataset` is
+        only its length (e.g. a cache's record count)."""
         cfg.validate()
         self.cfg, self.info, self.ds_config = cfg, info, ds_config
         self.tokenizer, self.dataset, self.objective = tokenizer, dataset, objective
         self.out, self.evaluate = Path(out), evaluate
-        self.plan = GlobalBatchPlan(len(dataset), cfg.global_batch, cfg.micro_batch, info.world_size,
+        self.stream_fn, self._stream = stream, None
+        length = dataset if isinstance(dataset, int) else len(dataset)
+        self.plan = GlobalBatchPlan(length, cfg.global_batch, cfg.micro_batch, info.world_size,
                                     info.rank, cfg.seed)
         full_config = {"train": dataclasses.asdict(cfg), "world_size": info.world_size,
                        "deepspeed": ds_config, **run_config}
@@ -127,6 +134,14 @@ class Trainer:
             tqdm.write(f"resuming {self.out} from step {self.start_step}")
 
     # -- one optimizer step --------------------------------------------------------------------
+    def _micro_batch(self, step: int, accum: int) -> dict:
+        if self.stream_fn is None:
+            return fetch(self.dataset, self.plan.micro_indices(step, accum), self.tokenizer.pad_token_id)
+        if self._stream is None:  # opened lazily, at the resumed position
+            self._stream = iter(self.stream_fn(self.plan.samples_seen(step)))
+        records = [next(self._stream) for _ in range(self.cfg.micro_batch)]
+        return stack_records(records)
+
     def _totals(self, batches: list[dict]) -> dict[str, float]:
         counts: dict[str, int] = {}
         for b in batches:
@@ -140,8 +155,7 @@ class Trainer:
         lr = lr_at(step, self.cfg.steps, self.cfg.lr, self.cfg.warmup_steps, self.cfg.min_lr, self.cfg.schedule)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
-        pad = self.tokenizer.pad_token_id
-        batches = [fetch(self.dataset, self.plan.micro_indices(step, a), pad) for a in range(self.plan.grad_accum)]
+        batches = [self._micro_batch(step, a) for a in range(self.plan.grad_accum)]
         totals = self._totals(batches)
         sums: dict[str, torch.Tensor] = {"": torch.zeros((), dtype=torch.float64)}  # "": the step loss
         self.engine.train()

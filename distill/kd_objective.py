@@ -34,3 +34,26 @@ class OnlineDistillObjective:
         loss_sum, _ = kl_loss(student.reshape(-1, self.vocab), teacher.reshape(-1, self.vocab), kind="dense",
                               temperature=self.temperature, mask=mask, inplace=False)
         return loss_sum / max(totals["kd"], 1.0), {"kd": loss_sum.detach()}
+
+
+class CachedDistillObjective:
+    """Sparse targets streamed from a teacher-logit cache: top-k with the exact tail, or sampled."""
+
+    FIELDS = {"topk": ("topk_ids", "topk_logprobs"), "sampled": ("sample_ids", "sample_weights")}
+
+    def __init__(self, kind: str, vocab: int, temperature: float = 1.0):
+        self.kind, self.vocab, self.temperature = kind, vocab, temperature
+
+    def count(self, batch: dict) -> dict[str, int]:
+        return {"kd": int(batch["attention_mask"].sum())}
+
+    def __call__(self, model, batch, totals):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        student = logits[..., : self.vocab].reshape(-1, self.vocab)
+        ids_key, values_key = self.FIELDS[self.kind]
+        k = batch[ids_key].shape[-1]
+        target = (batch[ids_key].reshape(-1, k), batch[values_key].reshape(-1, k))
+        mask = batch["attention_mask"].reshape(-1).bool()
+        loss_sum, _ = kl_loss(student, target, kind=self.kind, temperature=self.temperature, mask=mask,
+                              inplace=False)
+        return loss_sum / max(totals["kd"], 1.0), {"kd": loss_sum.detach()}

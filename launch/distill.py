@@ -18,20 +18,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 
 from distill import metrics, rundir
+from distill.cache import CacheReader, Expected, open_cache, teacher_fingerprint, tokenizer_fingerprint
 from distill.cli import add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.frozen import build_frozen
-from distill.kd_objective import OnlineDistillObjective
+from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective
 from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
 from distill.noise import shrink_and_perturb
 from unlearn.evaluate import score
-from unlearn.tasks.arithmetic import OPS, PackedArithmeticDataset, eval_problems
+from unlearn.tasks.arithmetic import FORGET_OPS, OPS, RETAIN_OPS, PackedArithmeticDataset, eval_problems
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
 DEMO_TEACHER = "runs/unlearned-maxent"
+DEMO_CACHE = "runs/cache-maxent"
+MAKE_DEMO_CACHE = (f"deepspeed --num_gpus 2 launch/precompute.py --ds_config ds_configs/zero3.json "
+                   f"--teacher {DEMO_TEACHER} --out {DEMO_CACHE}")
 DEFAULTS = TrainConfig(steps=1200, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4, eval_every=100,
                        save_every=100)
 CRITERION_EVAL_SEED = 7
@@ -40,8 +44,10 @@ CRITERION_EVAL_SEED = 7
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default=DEMO_TEACHER, help="the unlearned teacher (a Hugging Face directory)")
-    p.add_argument("--online", action="store_true", default=True,
-                   help="targets from the teacher run alongside the student (dense KL; the default)")
+    p.add_argument("--cache", default=None,
+                   help=f"teacher-logit cache from launch/precompute.py (default with the demo teacher: {DEMO_CACHE})")
+    p.add_argument("--online", action="store_true",
+                   help="targets from the teacher run alongside the student (dense KL) instead of a cache")
     p.add_argument("--alpha", type=float, default=1.0, help="shrink-and-perturb mix: 0 = teacher, 1 = fresh")
     p.add_argument("--beta", type=float, default=None, help="noise scale (default: 1.0 at alpha 1, else 0.1)")
     p.add_argument("--student", default="perturb",
@@ -52,13 +58,20 @@ def parse_args(argv=None):
                    help="stop when the student's retain accuracy is at most this far below the teacher's")
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--word-fraction", type=float, default=0.05)
-    p.add_argument("--eval-per-format", type=int, default=30, help="problems per op and format, criterion evals")
+    p.add_argument("--eval-per-format", type=int, default=100,
+                   help="retain problems per op and format in the criterion evaluations (forget ops get 20)")
     p.add_argument("--final-eval-per-format", type=int, default=100)
     add_train_args(p, DEFAULTS)
     for action in p._actions:  # --out defaults to a name derived from the teacher and alpha
         if action.dest == "out":
             action.required, action.default = False, None
     args = p.parse_args(argv)
+    if args.online and args.cache:
+        p.error("--online and --cache exclude each other")
+    if not args.online and args.cache is None:
+        if args.teacher != DEMO_TEACHER:
+            p.error("choose the targets: --cache CACHE (from launch/precompute.py) or --online")
+        args.cache = DEMO_CACHE
     if args.beta is None:
         args.beta = 1.0 if args.alpha == 1.0 else 0.1
     if args.out is None:
@@ -80,6 +93,21 @@ def check_teacher(args, tokenizer):
         check_tokenizer_matches(args.student, tokenizer)
 
 
+def open_targets(args, tokenizer, student_vocab: int):
+    """The cache's manifest, checked against this run (teacher, tokenizer, vocab), or None when online."""
+    if args.online:
+        return None
+    if args.cache == DEMO_CACHE and not Path(DEMO_CACHE).exists():
+        raise UserError(f"the demo cache {DEMO_CACHE} does not exist yet; make it with\n  {MAKE_DEMO_CACHE}")
+    expected = Expected(vocab_size=student_vocab, tokenizer=tokenizer_fingerprint(tokenizer),
+                        teacher=teacher_fingerprint(args.teacher))
+    manifest = open_cache(args.cache, expected)
+    if manifest.plan.temperature != args.temperature:
+        raise UserError(f"--temperature {args.temperature} differs from the cache's {manifest.plan.temperature}: "
+                        "its targets were computed at that temperature")
+    return manifest
+
+
 def main():
     args = parse_args()
     tokenizer = build_char_tokenizer()
@@ -87,21 +115,29 @@ def main():
     s_spec = args.teacher if args.student == "perturb" else args.student
     s_config = model_config(s_spec, tokenizer)
     cfg = train_config(args)
-    try:
-        dataset = PackedArithmeticDataset(tokenizer, OPS, args.seq_len, num_rows=cfg.steps * cfg.global_batch,
-                                          seed=cfg.seed + 1, word_fraction=args.word_fraction)
-    except ValueError as e:
-        raise UserError(str(e)) from e
+    manifest = open_targets(args, tokenizer, s_config.vocab_size)
+    if manifest is None:
+        try:
+            dataset = PackedArithmeticDataset(tokenizer, OPS, args.seq_len, num_rows=cfg.steps * cfg.global_batch,
+                                              seed=cfg.seed + 1, word_fraction=args.word_fraction)
+        except ValueError as e:
+            raise UserError(str(e)) from e
+    else:
+        dataset = manifest.plan.records
     load_ds_config(args.ds_config)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, s_config.hidden_size)
     teacher = build_frozen(args.teacher, tokenizer, ds_config, info.device)
-    criterion_set = eval_problems(OPS, args.eval_per_format, seed=CRITERION_EVAL_SEED)
+    # A validation set (its own seed, not the final test set): retain ops at full size, since the stop
+    # decision rests on them; forget ops smaller, only to watch that they stay suppressed.
+    criterion_set = (eval_problems(RETAIN_OPS, args.eval_per_format, seed=CRITERION_EVAL_SEED)
+                     + eval_problems(FORGET_OPS, min(args.eval_per_format, 20), seed=CRITERION_EVAL_SEED))
 
     def evaluate(model, problems=criterion_set):
         return score(model, tokenizer, problems, rank=info.rank, world=info.world_size, device=info.device)
 
     teacher_eval = evaluate(teacher)
+    n_teacher = count_parameters(teacher)
 
     def model_fn():
         model = build_model(s_spec, tokenizer, ds_config)
@@ -112,23 +148,36 @@ def main():
                 raise UserError(str(e)) from e
         return model
 
+    stream = None
+    if manifest is None:
+        objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature)
+    else:
+        del teacher  # only its evaluation was needed: the cache holds its outputs
+        objective = CachedDistillObjective(manifest.plan.mode, len(tokenizer), args.temperature)
+
+        def stream(start):
+            return CacheReader(args.cache, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
+                               seed=cfg.seed, start=start, epochs=None)
+
+    targets = "online" if manifest is None else f"cache:{Path(args.cache).resolve()}"
     run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()), "student": args.student,
-           "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": "online",
+           "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": targets,
            "temperature": args.temperature, "retain_gap": args.retain_gap, "seq_len": args.seq_len,
            "word_fraction": args.word_fraction}
-    objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature)
     trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, dataset, objective, Path(args.out), run,
-                      overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn)
+                      overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn, stream=stream)
     goal = teacher_eval["retain_accuracy"] - args.retain_gap
     trainer.train(stop=lambda result: result["retain_accuracy"] >= goal)
     final = trainer.run_eval(trainer.stopped_at or cfg.steps,
                              lambda model: evaluate(model, eval_problems(OPS, args.final_eval_per_format)))
     steps = trainer.stopped_at or cfg.steps
     tokens = metrics.total(Path(args.out) / rundir.METRICS, "tokens/kd") if info.is_main else 0.0
-    n_student, n_teacher = count_parameters(trainer.engine.module), count_parameters(teacher)
+    n_student = count_parameters(trainer.engine.module)
+    teacher_flops = 2.0 * n_teacher * tokens if manifest is None else 0.0  # a cache was paid for once, earlier
     trainer.finish({"stage": "distill", "stopped_by_criterion": trainer.stopped_at is not None, "steps": steps,
-                    "tokens": int(tokens), "flops": 6.0 * n_student * tokens + 2.0 * n_teacher * tokens,
-                    "flops_note": "6 x student params + 2 x teacher params per token (no attention term)",
+                    "tokens": int(tokens), "flops": 6.0 * n_student * tokens + teacher_flops,
+                    "flops_note": "6 x student params per token, + 2 x teacher params per token when online "
+                                  "(no attention term)", "targets": targets,
                     "alpha": args.alpha, "beta": args.beta, "teacher_retain_accuracy": teacher_eval["retain_accuracy"],
                     "criterion": f"retain_accuracy >= {goal:.4f}", "evaluation": final})
     if info.is_main:

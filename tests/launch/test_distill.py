@@ -26,9 +26,9 @@ def teacher(tmp_path_factory):
     return path
 
 
-def distill_args(teacher, out, extra=()):
+def distill_args(teacher, out, extra=(), targets=("--online",)):
     return ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(teacher), "--out", str(out),
-            "--steps", "6", "--global-batch", "8", "--micro-batch", "4", "--seq-len", "32", "--eval-every", "3",
+            *targets, "--steps", "6", "--global-batch", "8", "--micro-batch", "4", "--seq-len", "32", "--eval-every", "3",
             "--eval-per-format", "1", "--final-eval-per-format", "1", "--save-every", "0", *extra]
 
 
@@ -67,3 +67,40 @@ def test_missing_demo_teacher_names_the_commands_that_make_it(tmp_path):
     assert result.returncode == 2
     assert "demo teacher runs/unlearned-maxent does not exist yet" in result.stderr
     assert "launch/unlearn.py" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def cache(teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("caches") / "cache"
+    args = ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(teacher), "--out", str(out),
+            "--rows", "96", "--seq-len", "32", "--top-k", "8"]
+    check(run_deepspeed("launch/precompute.py", args, nproc=2, timeout=600))
+    return out
+
+
+def test_distill_from_the_cache(teacher, cache, tmp_path):
+    out = tmp_path / "student"
+    args = distill_args(teacher, out, ["--alpha", "0.5", "--retain-gap", "-2"], targets=("--cache", str(cache)))
+    check(run_deepspeed("launch/distill.py", args, nproc=2, timeout=600))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["targets"].startswith("cache:") and summary["steps"] == 6
+    assert summary["tokens"] == 6 * 8 * 32
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kd = [r["loss/kd"] for r in rows if "loss/kd" in r]
+    assert len(kd) == 6 and all(v >= -1e-5 for v in kd)
+
+
+def test_a_cache_from_another_teacher_is_refused_before_training(cache, tmp_path):
+    other = tmp_path / "other-teacher"
+    tok = build_char_tokenizer()
+    torch.manual_seed(1)
+    build_model("gemma2-tiny", tok).save_pretrained(other)
+    tok.save_pretrained(other)
+    out = tmp_path / "student"
+    env = stage_env()
+    env.pop("RANK", None)
+    result = subprocess.run([sys.executable, str(REPO / "launch/distill.py"),
+                             *distill_args(other, out, targets=("--cache", str(cache)))],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "teacher mismatch" in result.stderr, result.stderr[-2000:]
+    assert not out.exists()
