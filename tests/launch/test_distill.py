@@ -28,7 +28,8 @@ def teacher(tmp_path_factory):
 
 def distill_args(teacher, out, extra=(), targets=("--online",)):
     return ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(teacher), "--out", str(out),
-            *targets, "--steps", "6", "--global-batch", "8", "--micro-batch", "4", "--seq-len", "32", "--eval-every", "3",
+            *targets, "--steps", "6", "--global-batch", "8", "--micro-batch", "4", "--seq-len", "32",
+            "--eval-every", "3",
             "--eval-per-format", "1", "--final-eval-per-format", "1", "--save-every", "0", *extra]
 
 
