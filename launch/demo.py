@@ -1,8 +1,9 @@
 """The demo on the built-in arithmetic testbed: what exists of the UNDO pipeline so far.
 
 Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
-then unlearns the forget operations (* and /) from the base model with each chosen method, every
-stage on 2 DeepSpeed ZeRO-3 ranks, and prints one table. A stage whose output is already finished
+unlearns the forget operations (* and /) from the base model with each chosen method, precomputes the
+first method's teacher-logit cache and distills students from it (UNDO at each alpha), every stage on 2
+DeepSpeed ZeRO-3 ranks, and prints one table. A stage whose output is already finished
 is reused, so an interrupted demo continues where it stopped.
 
     make demo                                                     # MaxEnt only
@@ -30,7 +31,10 @@ def parse_args():
     p.add_argument("--nproc", type=int, default=2, help="DeepSpeed ranks per stage")
     p.add_argument("--ds_config", default="ds_configs/zero3.json")
     p.add_argument("--methods", default="maxent", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--alphas", default="0.6", help="students to distill from the first method's teacher "
+                   "(comma-separated alphas; 1 = fresh init, Unlearn-and-Distill; '' for none)")
     args = p.parse_args()
+    args.alphas = [float(a) for a in args.alphas.split(",") if a]
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
@@ -40,7 +44,7 @@ def parse_args():
 
 def stage(script: str, out: Path, extra: list[str], args) -> float | None:
     """Run a stage unless its output is finished; returns its wall time (None when reused)."""
-    if (out / SUMMARY).is_file():
+    if (out / SUMMARY).is_file() or (out / "manifest.json").is_file():
         print(f"reusing finished run {out}")
         return None
     t0 = time.time()
@@ -75,9 +79,21 @@ def main():
     for m in args.methods:
         plan[f"unlearned:{m}"] = ("launch/unlearn.py", runs / f"unlearned-{m}",
                                   ["--model", str(runs / "base"), "--method", m])
+    if args.alphas and args.methods:
+        method = args.methods[0]
+        teacher, cache = runs / f"unlearned-{method}", runs / f"cache-{method}"
+        plan[f"cache:{method}"] = ("launch/precompute.py", cache, ["--teacher", str(teacher)])
+        for alpha in args.alphas:
+            beta = "1.0" if alpha == 1.0 else "0.1"
+            lr = ["--lr", "2e-3", "--min-lr", "2e-4"] if alpha == 1.0 else ["--lr", "1e-3", "--min-lr", "1e-4"]
+            plan[f"undo:{method}:alpha={alpha:g}"] = (
+                "launch/distill.py", runs / f"undo-{method}-alpha{alpha:g}",
+                ["--teacher", str(teacher), "--cache", str(cache), "--alpha", str(alpha), "--beta", beta, *lr])
     rows = {}
     for name, (script, out, extra) in plan.items():
         seconds = stage(script, out, extra, args)
+        if name.startswith("cache:"):
+            continue  # a cache has no evaluation of its own
         rows[name] = {"evaluation": json.loads((out / SUMMARY).read_text())["evaluation"], "seconds": seconds}
     print_table(rows, rows["base"]["evaluation"]["retain_accuracy"])
     (runs / "demo_results.json").write_text(json.dumps(rows, indent=2) + "\n")
