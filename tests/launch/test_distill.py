@@ -105,3 +105,21 @@ def test_a_cache_from_another_teacher_is_refused_before_training(cache, tmp_path
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "teacher mismatch" in result.stderr, result.stderr[-2000:]
     assert not out.exists()
+
+
+def test_student_with_a_padded_vocabulary(teacher, tmp_path):
+    """Same tokenizer, 96 embedding rows instead of 77 (as Gemma-2 256,000 vs Gemma-3 262,144)."""
+    from distill.models import preset_config
+
+    tok = build_char_tokenizer()
+    student_dir = tmp_path / "padded"
+    config = preset_config("gemma2-tiny", tok)
+    config.vocab_size = 96
+    config.save_pretrained(student_dir)
+    tok.save_pretrained(student_dir)
+    out = tmp_path / "student"
+    args = distill_args(teacher, out, ["--student", str(student_dir), "--steps", "3", "--retain-gap", "-2"])
+    check(run_deepspeed("launch/distill.py", args, nproc=2, timeout=600))
+    weights = load_file(out / "model.safetensors")
+    assert weights["model.embed_tokens.weight"].shape == (96, 128)
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
