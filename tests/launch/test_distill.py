@@ -123,3 +123,33 @@ def test_student_with_a_padded_vocabulary(teacher, tmp_path):
     weights = load_file(out / "model.safetensors")
     assert weights["model.embed_tokens.weight"].shape == (96, 128)
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
+def test_killed_cache_run_resumes_to_the_same_weights(teacher, cache, tmp_path):
+    """Kill after a checkpoint, rerun: the cache stream resumes at the checkpoint's position."""
+    import os
+    import signal
+    import time
+
+    from distill.launcher import deepspeed_command
+
+    def args(out):
+        return distill_args(teacher, out, ["--alpha", "0.5", "--retain-gap", "-2", "--steps", "12",
+                                           "--save-every", "4", "--eval-every", "0"], targets=("--cache", str(cache)))
+
+    reference = tmp_path / "reference"
+    check(run_deepspeed("launch/distill.py", args(reference), nproc=2, timeout=600))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(deepspeed_command("launch/distill.py", args(out), 2), env=stage_env(), cwd=REPO,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest, deadline = out / "checkpoints" / "latest", time.time() + 300
+    while not (latest.exists() and latest.read_text().strip() >= "step-00000004"):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its step-4 checkpoint"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the run finished before it could be killed"
+    check(run_deepspeed("launch/distill.py", args(out), nproc=2, timeout=600))
+    a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
