@@ -153,3 +153,18 @@ def test_killed_cache_run_resumes_to_the_same_weights(teacher, cache, tmp_path):
     a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
+
+
+def test_a_student_with_another_tokenizer_is_refused(teacher, tmp_path):
+    other = build_char_tokenizer()
+    other.add_tokens(["<extra>"])
+    student_dir = tmp_path / "other-tok"
+    other.save_pretrained(student_dir)
+    out = tmp_path / "student"
+    env = stage_env()
+    env.pop("RANK", None)
+    result = subprocess.run([sys.executable, str(REPO / "launch/distill.py"),
+                             *distill_args(teacher, out, ["--student", str(student_dir)])],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "tokenizer mismatch" in result.stderr, result.stderr[-2000:]
+    assert not out.exists()
