@@ -58,13 +58,13 @@ def fmt(x) -> str:
 
 def print_table(rows: dict[str, dict], base_retain: float) -> None:
     print("\nArithmetic testbed, held-out problems, greedy decoding, exact match (launch/evaluate.py scoring)")
-    print(f"{'model':20s} | equations  +      -      *      /    | word  +      -      *      /    "
+    print(f"{'model':22s} | equations  +      -      *      /    | word  +      -      *      /    "
           "| retain | forget | retain/base | time")
     for name, r in rows.items():
         ev = r["evaluation"]
         eq, word = ev["equation_accuracy"], ev["word_accuracy"]
         took = "reused" if r["seconds"] is None else f"{r['seconds']:.0f} s"
-        print(f"{name:20s} |          " + "  ".join(fmt(eq[op]) for op in "+-*/") + " |      "
+        print(f"{name:22s} |          " + "  ".join(fmt(eq[op]) for op in "+-*/") + " |      "
               + "  ".join(fmt(word[op]) for op in "+-*/")
               + f" | {fmt(ev['retain_accuracy'])}  | {fmt(ev['forget_accuracy'])}  | "
               f"{ev['retain_accuracy'] / base_retain:10.3f}  | {took}")
