@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from distill.dist import shutdown
 from distill.ds_config import RunShape, resolve_ds_config, resolve_precision
 from distill.engine import TrainConfig
 from distill.errors import UserError
@@ -59,9 +60,13 @@ def deepspeed_config(args, cfg: TrainConfig, world_size: int, hidden_size: int) 
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run an entry point; bad input prints one clear line (once, from rank 0) and exits with 2."""
+    """Run an entry point; bad input prints one clear line (once, from rank 0) and exits with 2.
+
+    After a successful run every rank waits for the others and tears the process group down: a rank
+    that exits while its peers still work can abort in the communication library's destructors."""
     try:
         main()
+        shutdown()
     except UserError as e:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {e}", file=sys.stderr)

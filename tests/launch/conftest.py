@@ -18,6 +18,20 @@ def tiny_run_args(out, micro: int, steps: int = 30, extra=()) -> list[str]:
             "--final-eval-per-format", "2", *extra]
 
 
+def save_tiny_model(path, seed: int = 0):
+    """A random gemma2-tiny with weights and tokenizer, as launch/pretrain.py would leave a model."""
+    import torch
+
+    from distill.models import build_model
+    from unlearn.tasks.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    torch.manual_seed(seed)
+    build_model("gemma2-tiny", tok).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def run_deepspeed(script: str, args: list[str], nproc: int, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(deepspeed_command(script, args, nproc), env=stage_env(), cwd=REPO,
                           capture_output=True, text=True, **kw)

@@ -6,11 +6,10 @@ import sys
 
 import pytest
 import torch
-from conftest import check, run_deepspeed
+from conftest import check, run_deepspeed, save_tiny_model
 from safetensors.torch import load_file
 
 from distill.launcher import REPO, stage_env
-from distill.models import build_model
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -18,12 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    path = tmp_path_factory.mktemp("models") / "teacher"
-    tok = build_char_tokenizer()
-    torch.manual_seed(0)
-    build_model("gemma2-tiny", tok).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "teacher")
 
 
 def distill_args(teacher, out, extra=(), targets=("--online",)):
@@ -92,11 +86,7 @@ def test_distill_from_the_cache(teacher, cache, tmp_path):
 
 
 def test_a_cache_from_another_teacher_is_refused_before_training(cache, tmp_path):
-    other = tmp_path / "other-teacher"
-    tok = build_char_tokenizer()
-    torch.manual_seed(1)
-    build_model("gemma2-tiny", tok).save_pretrained(other)
-    tok.save_pretrained(other)
+    other = save_tiny_model(tmp_path / "other-teacher", seed=1)
     out = tmp_path / "student"
     env = stage_env()
     env.pop("RANK", None)

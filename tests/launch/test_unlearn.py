@@ -4,12 +4,10 @@ import json
 
 import pytest
 import torch
-from conftest import check, run_deepspeed, run_python
+from conftest import check, run_deepspeed, run_python, save_tiny_model
 from safetensors.torch import load_file
 
 from distill.launcher import REPO
-from distill.models import build_model
-from unlearn.tasks.tokenizer import build_char_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -17,12 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def start_model(tmp_path_factory):
     """A tiny Gemma-2 with weights and tokenizer, as launch/pretrain.py would leave it."""
-    path = tmp_path_factory.mktemp("models") / "start"
-    tok = build_char_tokenizer()
-    torch.manual_seed(0)
-    build_model("gemma2-tiny", tok).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "start")
 
 
 def unlearn_args(model, out, method, extra=()):
