@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distill.dist import free_port
+from distill.dist import free_port, release_shm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,10 +43,18 @@ def _has_cuda() -> bool:
         return False
 
 
+def release_job_shm(cmd: list[str]) -> None:
+    """Free the /dev/shm buffers of a finished or killed job started with `deepspeed_command`."""
+    release_shm("127.0.0.1", cmd[cmd.index("--master_port") + 1])
+
+
 def run_stage(script: str, args: list[str], nproc: int) -> None:
     """Run one stage to completion; a failure raises with the command that failed."""
     cmd = deepspeed_command(script, args, nproc)
     print("$ " + " ".join(cmd[:1] + cmd[1:]), flush=True)
-    result = subprocess.run(cmd, env=stage_env(), cwd=REPO)
+    try:
+        result = subprocess.run(cmd, env=stage_env(), cwd=REPO)
+    finally:
+        release_job_shm(cmd)
     if result.returncode != 0:
         raise RuntimeError(f"stage {script} failed with exit code {result.returncode}: {' '.join(cmd)}")

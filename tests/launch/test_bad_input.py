@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_python, tiny_run_args
+from launch_helpers import run_python, tiny_run_args
 
 from distill.launcher import REPO
 

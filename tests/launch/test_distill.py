@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import check, run_deepspeed, save_tiny_model
+from launch_helpers import check, run_deepspeed, save_tiny_model
 from safetensors.torch import load_file
 
 from distill.launcher import REPO, stage_env

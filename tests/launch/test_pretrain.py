@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import check, losses, run_deepspeed, run_python, tiny_run_args
+from launch_helpers import check, losses, run_deepspeed, run_python, tiny_run_args
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from distill.launcher import REPO, deepspeed_command, stage_env

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import check, run_deepspeed, run_python, save_tiny_model
+from launch_helpers import check, run_deepspeed, run_python, save_tiny_model
 from safetensors.torch import load_file
 
 from distill.launcher import REPO

@@ -1,7 +1,8 @@
-"""Helpers for tests that run the entry points as a user would: as processes, under `deepspeed`."""
+"""Helpers for tests that run the entry points as a user would: as processes, under `deepspeed`.
+
+A plain module, not a conftest: two conftest.py files without packages would clash by name."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -56,5 +57,3 @@ def check(result: subprocess.CompletedProcess) -> None:
     if result.returncode != 0:
         pytest.fail(f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}")
 
-
-os.environ.setdefault("DS_ACCELERATOR", "cpu")
