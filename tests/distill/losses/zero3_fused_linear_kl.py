@@ -24,7 +24,7 @@ import deepspeed
 import torch
 from deepspeed.utils import safe_get_full_grad
 
-from distill.dist import all_reduce_sum, init_distributed
+from distill.dist import all_reduce_sum, init_distributed, shutdown
 from distill.losses import KINDS, FusedLinearKL, fused_linear_kl, reference_kl
 from distill.losses.synthetic import teacher_target
 
@@ -126,6 +126,7 @@ def main() -> None:
         engine.step()  # lr 0: weights unchanged, gradients cleared for the next kind
     if info.is_main:
         Path(args.out).write_text(json.dumps(result, indent=1))
+    shutdown()  # ranks leave together: one exiting while the other still works can abort at exit
 
 
 if __name__ == "__main__":
