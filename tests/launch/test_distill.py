@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from launch_helpers import check, run_deepspeed, save_tiny_model
+from launch_helpers import check, run_deepspeed, run_python, save_tiny_model
 from safetensors.torch import load_file
 
 from distill.launcher import REPO, stage_env
@@ -91,11 +91,7 @@ def test_distill_from_the_cache(teacher, cache, tmp_path):
 def test_a_cache_from_another_teacher_is_refused_before_training(cache, tmp_path):
     other = save_tiny_model(tmp_path / "other-teacher", seed=1)
     out = tmp_path / "student"
-    env = stage_env()
-    env.pop("RANK", None)
-    result = subprocess.run([sys.executable, str(REPO / "launch/distill.py"),
-                             *distill_args(other, out, targets=("--cache", str(cache)))],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = run_python("launch/distill.py", distill_args(other, out, targets=("--cache", str(cache))))
     assert result.returncode == 2 and "teacher mismatch" in result.stderr, result.stderr[-2000:]
     assert not out.exists()
 
@@ -154,10 +150,6 @@ def test_a_student_with_another_tokenizer_is_refused(teacher, tmp_path):
     student_dir = tmp_path / "other-tok"
     other.save_pretrained(student_dir)
     out = tmp_path / "student"
-    env = stage_env()
-    env.pop("RANK", None)
-    result = subprocess.run([sys.executable, str(REPO / "launch/distill.py"),
-                             *distill_args(teacher, out, ["--student", str(student_dir)])],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = run_python("launch/distill.py", distill_args(teacher, out, ["--student", str(student_dir)]))
     assert result.returncode == 2 and "tokenizer mismatch" in result.stderr, result.stderr[-2000:]
     assert not out.exists()
