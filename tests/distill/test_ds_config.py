@@ -77,3 +77,11 @@ def test_zero3_sizes_scale_with_the_model():
     cfg = resolve_ds_config(REPO / "ds_configs/zero3.json", shape(hidden_size=128))
     # Small enough that the tiny test model's matrices are partitioned, not kept whole on every rank.
     assert cfg["zero_optimization"]["stage3_param_persistence_threshold"] == 1280
+
+
+def test_zero3_buckets_have_a_floor_and_grow_with_large_models():
+    small = resolve_ds_config(REPO / "ds_configs/zero3.json", shape(hidden_size=128))["zero_optimization"]
+    big = resolve_ds_config(REPO / "ds_configs/zero3.json", shape(hidden_size=3584))["zero_optimization"]
+    assert small["reduce_bucket_size"] == small["stage3_prefetch_bucket_size"] == 2 ** 21
+    assert big["reduce_bucket_size"] == 3584 * 3584
+    assert big["stage3_prefetch_bucket_size"] == int(0.9 * 3584 * 3584)
