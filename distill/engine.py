@@ -126,8 +126,9 @@ class Trainer:
 
     def _resume(self) -> None:
         state = checkpoint.load(self.engine, self.out / rundir.CHECKPOINTS, self.info.rank)
-        if state is None:
-            return  # killed before its first checkpoint: start over, same config
+        if state is None:  # killed before its first checkpoint: start over, same config
+            self.log.truncate_after(-1)  # and forget what the lost attempt logged
+            return
         self.start_step = int(state["step"])
         self.log.truncate_after(self.start_step)
         if self.info.is_main:

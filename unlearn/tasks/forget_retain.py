@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from distill.data import IGNORE_INDEX
-from unlearn.tasks.arithmetic import Problem, parse_ops, sample_problem
-from unlearn.tasks.tokenizer import BOS_TOKEN, EOS_TOKEN, char_to_id_map, encode_chars
+from unlearn.tasks.arithmetic import parse_ops
+from unlearn.tasks.problem_rows import RowEncoder, check_fraction, draw_problem
 
 
 class ForgetRetainDataset(Dataset):
@@ -30,34 +29,17 @@ class ForgetRetainDataset(Dataset):
                              f"overlap ({shared}): forget and retain data must be disjoint")
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items}")
-        if not 0.0 <= word_fraction <= 1.0:
-            raise ValueError(f"word_fraction must be in [0, 1], got {word_fraction}")
+        check_fraction(word_fraction)
         self.num_items, self.seed, self.word_fraction = num_items, seed, word_fraction
-        self._char_ids = char_to_id_map(tokenizer)
-        vocab = tokenizer.get_vocab()
-        self._bos, self._eos = vocab[BOS_TOKEN], vocab[EOS_TOKEN]
+        self._row = RowEncoder(tokenizer)
 
     def __len__(self) -> int:
         return self.num_items
-
-    def _problem(self, rng: np.random.Generator, ops: tuple[str, ...]) -> Problem:
-        op = ops[int(rng.integers(len(ops)))]
-        fmt = "word" if rng.random() < self.word_fraction else "equation"
-        return sample_problem(rng, op, fmt, "train")
-
-    def _row(self, p: Problem, answer_only: bool) -> dict[str, torch.Tensor]:
-        prompt = [self._bos] + encode_chars(self._char_ids, p.prompt)
-        answer = encode_chars(self._char_ids, p.text[len(p.prompt):]) + [self._eos]
-        ids = torch.tensor(prompt + answer, dtype=torch.long)
-        labels = ids.clone()
-        if answer_only:
-            labels[: len(prompt)] = IGNORE_INDEX
-        return {"input_ids": ids, "labels": labels}
 
     def __getitem__(self, i: int) -> dict[str, dict[str, torch.Tensor]]:
         if not 0 <= i < self.num_items:
             raise IndexError(f"item index {i} out of range [0, {self.num_items})")
         rng = np.random.default_rng([self.seed, int(i)])
-        forget = self._problem(rng, self.forget_ops)
-        retain = self._problem(rng, self.retain_ops)
+        forget = draw_problem(rng, self.forget_ops, self.word_fraction)
+        retain = draw_problem(rng, self.retain_ops, self.word_fraction)
         return {"forget": self._row(forget, answer_only=True), "retain": self._row(retain, answer_only=False)}
