@@ -1,0 +1,188 @@
+"""Paper-style figures for the UNDO report, and the accessors of the results dict that the report shares.
+
+Each plot function takes the pipeline's results dict (shape in unlearn/report.py), writes one PNG and returns its
+path. A model without the data a figure needs is left out of that figure: a partial run still gets all its figures.
+Model names are `base`, `gold`, `unlearned:<method>` and `undo:<method>:alpha=<a>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # the pipeline runs headless: no display backend may exist
+import matplotlib.pyplot as plt
+
+DPI = 150
+STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+}
+MARKERS = "osD^v<>"  # one per method: colours already encode the kind of model
+COMPUTE_COLOUR = "tab:green"
+AREA_COLOUR = "tab:purple"
+
+
+def method_of(name: str) -> str | None:
+    """'maxent' for 'unlearned:maxent' and 'undo:maxent:alpha=1'; None for base and gold."""
+    parts = name.split(":")
+    return parts[1] if len(parts) > 1 else None
+
+
+def alpha_of(name: str) -> float | None:
+    """The alpha of an 'undo:<method>:alpha=<a>' student; None for any other model."""
+    return float(name.rsplit("=", 1)[1]) if name.startswith("undo:") else None
+
+
+def methods(results: Mapping) -> list[str]:
+    """Methods the setting lists or any model names, in first-seen order."""
+    listed = list((results.get("setting") or {}).get("methods") or [])
+    named = [method_of(name) for name in results.get("models") or {}]
+    return list(dict.fromkeys(m for m in listed + named if m))
+
+
+def ordered_models(results: Mapping) -> list[str]:
+    """Model names as a reader expects them: base, gold, then per method the unlearned model and its students
+    from alpha = 1 down."""
+    ms = methods(results)
+
+    def rank(name):
+        if name in ("base", "gold"):
+            return (0, ("base", "gold").index(name), False, 0.0)
+        m, a = method_of(name), alpha_of(name)
+        return (1, ms.index(m) if m in ms else len(ms), a is not None, -(a or 0.0))
+
+    return sorted(results.get("models") or {}, key=rank)
+
+
+def relearn_curve(model: Mapping) -> tuple[list, list]:
+    """(steps, strongest attacker's forget accuracy), or two empty lists when the model has no usable curve."""
+    relearn = model.get("relearn") or {}
+    steps, acc = relearn.get("steps") or [], relearn.get("forget_accuracy") or []
+    return (list(steps), list(acc)) if steps and len(steps) == len(acc) else ([], [])
+
+
+def final_relearned(model: Mapping) -> float | None:
+    """Forget accuracy after the whole attack (its last eval step)."""
+    acc = relearn_curve(model)[1]
+    return acc[-1] if acc else None
+
+
+def area_of(model: Mapping) -> float | None:
+    return (model.get("relearn") or {}).get("area")
+
+
+def colour(name: str):
+    if name == "base":
+        return "0.55"
+    if name == "gold":
+        return "black"
+    if name.startswith("unlearned:"):
+        return "tab:red"
+    # Darker for larger alpha; the palest end of the map is unreadable on white, so it starts at 0.45.
+    return plt.get_cmap("BuPu")(0.45 + 0.55 * min(max(alpha_of(name) or 0.0, 0.0), 1.0))
+
+
+def marker(name: str, ms: list[str]) -> str:
+    m = method_of(name)
+    return MARKERS[ms.index(m) % len(MARKERS)] if m in ms else "o"
+
+
+def plot_relearning(results: Mapping, path: Path) -> Path:
+    """Forget accuracy against relearning steps, one line per model."""
+    models, ms = results.get("models") or {}, methods(results)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        for name in ordered_models(results):
+            steps, acc = relearn_curve(models[name])
+            if steps:
+                ax.plot(steps, acc, label=name, color=colour(name), marker=marker(name, ms), markersize=4,
+                        linestyle="--" if name == "gold" else "-")
+        ax.set(xlabel="relearning steps", ylabel="forget accuracy (strongest attacker)", ylim=(-0.02, 1.02),
+               title="Relearning attack on the forget domain")
+        _legend_outside(ax)
+        return _save(fig, path)
+
+
+def plot_alpha_tradeoff(results: Mapping, path: Path) -> Path:
+    """Per method, the students' relearning area and distillation steps against alpha."""
+    models = results.get("models") or {}
+    ms = [m for m in methods(results) if _students(models, m)]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, max(len(ms), 1), figsize=(5.4 * max(len(ms), 1), 3.8), squeeze=False)
+        for ax, m in zip(axes[0], ms):
+            _tradeoff_panel(ax, models, m)
+        if not ms:
+            _no_data(axes[0][0])
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+def plot_pareto(results: Mapping, path: Path) -> Path:
+    """Retain accuracy against forget accuracy after the full attack, one labelled point per model."""
+    models, ms = results.get("models") or {}, methods(results)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.4, 4.2))
+        for name in ordered_models(results):
+            x, y = models[name].get("retain_accuracy"), final_relearned(models[name])
+            if x is None or y is None:
+                continue
+            ax.scatter(x, y, color=colour(name), marker=marker(name, ms), s=45, zorder=3)
+            ax.annotate(name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
+        if not ax.collections:
+            _no_data(ax)
+        ax.margins(x=0.25)  # room for the point labels
+        ax.set(xlabel="retain accuracy", ylabel="forget accuracy after the relearning attack", ylim=(-0.02, 1.02),
+               title="Utility vs robustness (lower right is better)")
+        return _save(fig, path)
+
+
+def _students(models: Mapping, method: str) -> list[tuple[float, Mapping]]:
+    """(alpha, model) for the method's students, by increasing alpha."""
+    found = [(alpha_of(n), models[n]) for n in models if n.startswith(f"undo:{method}:")]
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def _tradeoff_panel(ax, models: Mapping, method: str) -> None:
+    students = _students(models, method)
+    areas = [(a, area_of(s)) for a, s in students if area_of(s) is not None]
+    steps = [(a, s["compute"]["steps"]) for a, s in students if (s.get("compute") or {}).get("steps") is not None]
+    if areas:
+        ax.plot(*zip(*areas), marker="o", color=AREA_COLOUR, label="student relearning area")
+    for ref, ref_colour in ((f"unlearned:{method}", colour(f"unlearned:{method}")), ("gold", colour("gold"))):
+        area = area_of(models.get(ref) or {})
+        if area is not None:
+            ax.axhline(area, linestyle="--", linewidth=1, color=ref_colour, label=f"{ref} area")
+    ax.set_xticks([a for a, _ in students])
+    ax.set(xlabel="alpha (1 = fresh initialisation)", ylabel="relearning area (lower = more robust)",
+           ylim=(-0.02, 1.02), title=f"{method}: robustness vs distillation compute")
+    twin = ax.twinx()
+    if steps:
+        twin.plot(*zip(*steps), marker="s", linestyle=":", color=COMPUTE_COLOUR, label="distillation steps")
+    twin.set_ylabel("distillation compute (steps)", color=COMPUTE_COLOUR)
+    twin.set_ylim(bottom=0)
+    twin.spines["right"].set_visible(True)
+    twin.grid(False)  # one grid per panel: the left axis's
+    handles, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels()))
+    if handles:  # below the panel: inside, it would hide points at either axis's top
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def _legend_outside(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    else:
+        _no_data(ax)
+
+
+def _no_data(ax) -> None:
+    ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
