@@ -27,34 +27,45 @@ PRESETS: dict[str, dict] = {
     # The paper's arithmetic model: 14 layers, hidden 768, MLP 3072, 8 heads x 128.
     "gemma2-0.3b": dict(hidden_size=768, num_hidden_layers=14, intermediate_size=3072, num_attention_heads=8,
                         num_key_value_heads=8, head_dim=128, vocab_size=256000),
+    # The public google/gemma-2-2b and google/gemma-2-9b config.json shapes (2.61B and 9.24B parameters
+    # with the tied embedding counted once). Their other fields (GELU-tanh, RMSNorm eps 1e-6, RoPE theta
+    # 1e4, alternating sliding/full layers) are Gemma2Config's defaults; the ones that differ from the
+    # small presets, or matter to the loss (softcaps), are spelled out.
+    "gemma2-2b": dict(hidden_size=2304, num_hidden_layers=26, intermediate_size=9216, num_attention_heads=8,
+                      num_key_value_heads=4, head_dim=256, vocab_size=256000, query_pre_attn_scalar=256,
+                      max_position_embeddings=8192, sliding_window=4096, final_logit_softcapping=30.0,
+                      attn_logit_softcapping=50.0),
+    "gemma2-9b": dict(hidden_size=3584, num_hidden_layers=42, intermediate_size=14336, num_attention_heads=16,
+                      num_key_value_heads=8, head_dim=256, vocab_size=256000, query_pre_attn_scalar=256,
+                      max_position_embeddings=8192, sliding_window=4096, final_logit_softcapping=30.0,
+                      attn_logit_softcapping=50.0),
 }
+# What a preset leaves out: the paper's small models train on at most 4096 positions.
+PRESET_DEFAULTS = dict(max_position_embeddings=4096, sliding_window=4096)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
-def preset_config(name: str, tokenizer) -> Gemma2Config:
+def preset_config(name: str, tokenizer=None) -> Gemma2Config:
+    """The preset's config. Without a tokenizer the special-token ids are Gemma's own (pad 0, eos 1, bos 2),
+    and a preset that takes its vocabulary from the tokenizer is refused."""
     if name not in PRESETS:
         raise UserError(f"unknown model preset {name!r}: expected one of {', '.join(PRESETS)} or a model directory")
-    shape = dict(PRESETS[name])
-    vocab = shape.pop("vocab_size") or len(tokenizer)
-    return Gemma2Config(
-        vocab_size=vocab,
-        max_position_embeddings=4096,
-        query_pre_attn_scalar=shape["head_dim"],
-        sliding_window=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        **shape,
-    )
+    shape = {**PRESET_DEFAULTS, **PRESETS[name]}
+    shape.setdefault("query_pre_attn_scalar", shape["head_dim"])
+    vocab = shape.pop("vocab_size")
+    if vocab is None and tokenizer is None:
+        raise UserError(f"model preset {name!r} takes its vocabulary size from the tokenizer, and none was given")
+    ids = {} if tokenizer is None else dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                            eos_token_id=tokenizer.eos_token_id)
+    return Gemma2Config(vocab_size=vocab or len(tokenizer), tie_word_embeddings=True, **ids, **shape)
 
 
 def is_model_dir(spec: str) -> bool:
     return spec not in PRESETS and ("/" in spec or Path(spec).exists())
 
 
-def model_config(spec: str, tokenizer) -> PretrainedConfig:
+def model_config(spec: str, tokenizer=None) -> PretrainedConfig:
     """The config a spec names, without building any weights."""
     if not is_model_dir(spec):
         return preset_config(spec, tokenizer)
@@ -131,6 +142,16 @@ def _zero3_construction(ds_config: dict | None):
     finally:
         del hook
         unset_hf_deepspeed_config()
+
+
+def build_meta_model(spec: str, tokenizer=None, dtype=torch.bfloat16):
+    """The spec's model on the meta device: every shape, no storage (a 9B model builds in seconds in no
+    memory), for counting parameters and tracing memory. Attention as ``build_model`` sets it."""
+    config = model_config(spec, tokenizer)
+    if getattr(config, "model_type", "") == "gemma2":
+        config._attn_implementation = "eager"
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
 
 
 def count_parameters(model) -> int:

@@ -72,3 +72,28 @@ def test_a_different_tokenizer_in_the_model_directory_is_refused(tok, tmp_path):
         check_tokenizer_matches(str(tmp_path), tok)
     tok.save_pretrained(tmp_path / "same")
     check_tokenizer_matches(str(tmp_path / "same"), tok)
+
+
+@pytest.mark.parametrize("name,shape", [
+    ("gemma2-2b", dict(hidden_size=2304, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4,
+                       intermediate_size=9216)),
+    ("gemma2-9b", dict(hidden_size=3584, num_hidden_layers=42, num_attention_heads=16, num_key_value_heads=8,
+                       intermediate_size=14336)),
+])
+def test_public_presets_match_the_public_configs_without_a_tokenizer(tok, name, shape):
+    config = model_config(name)
+    public = dict(head_dim=256, vocab_size=256000, query_pre_attn_scalar=256, max_position_embeddings=8192,
+                  sliding_window=4096, final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
+                  hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6, tie_word_embeddings=True,
+                  pad_token_id=0, eos_token_id=1, bos_token_id=2, **shape)
+    assert {k: getattr(config, k) for k in public} == public
+    assert config.layer_types[:2] == ["sliding_attention", "full_attention"]
+    assert model_config(name, tok).vocab_size == 256000  # a tokenizer does not shrink the public vocabulary
+
+
+def test_small_presets_are_unchanged_and_a_tokenizer_vocab_needs_a_tokenizer(tok):
+    config = model_config("gemma2-0.3b", tok)
+    assert (config.max_position_embeddings, config.sliding_window, config.query_pre_attn_scalar) == (4096, 4096, 128)
+    assert config.pad_token_id == tok.pad_token_id
+    with pytest.raises(UserError, match="'gemma2-tiny' takes its vocabulary size from the tokenizer"):
+        model_config("gemma2-tiny")
