@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) launch/demo.py --runs $(RUNS) --nproc $(NPROC)
+	$(PY) launch/undo.py --out $(RUNS) --nproc $(NPROC)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

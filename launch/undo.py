@@ -1,0 +1,87 @@
+"""The whole UNDO experiment on the arithmetic testbed, one command: what `make demo` runs.
+
+    python launch/undo.py --out runs            # full budgets: ~25 min on 2 CPU cores
+    python launch/undo.py --out /tmp/q --quick  # every stage at smoke-test budgets (a few minutes)
+
+Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
+unlearns * and / from the base with each method (MaxEnt by default), precomputes each teacher's logit
+cache once, distills UNDO students at each alpha (1 = fresh init, Unlearn-and-Distill), runs the
+relearning attack on every model, and writes OUT/results.json, OUT/report.md and PNG figures. Every
+stage is a `deepspeed` job; a finished stage with unchanged settings is skipped, an interrupted one
+resumes, so running the command again continues where it stopped.
+"""
+
+import sys
+from pathlib import Path
+
+# `python launch/undo.py` puts launch/ first on sys.path; the repository root must win.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import shlex
+
+from distill.cli import run_main
+from distill.errors import UserError
+from distill.rundir import write_json
+from unlearn.experiment import Settings, build_stages
+from unlearn.methods import METHODS
+from unlearn.pipeline import Pipeline
+from unlearn.report import acceptance_checks, write_report
+from unlearn.results import collect
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run directory: every stage's output, results and report")
+    p.add_argument("--quick", action="store_true", help="smoke-test budgets for every stage (CI)")
+    p.add_argument("--methods", default="maxent", help=f"unlearning methods, from {', '.join(METHODS)}")
+    p.add_argument("--alphas", default="1,0.6", help="UNDO students per method (comma-separated; '' for none)")
+    p.add_argument("--retain-gap", type=float, default=0.03,
+                   help="a student trains until its validation retain accuracy is this close to its teacher's; "
+                        "below the 0.05 the results check on the test set, which leaves room for sampling noise")
+    p.add_argument("--nproc", type=int, default=2, help="DeepSpeed ranks per stage")
+    p.add_argument("--ds_config", "--ds-config", dest="ds_config", default="ds_configs/zero3.json")
+    p.add_argument("--overwrite", action="store_true", help="redo finished stages whose settings changed")
+    args = p.parse_args(argv)
+    args.methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown or not args.methods:
+        p.error(f"--methods: unknown {unknown}; expected some of {', '.join(METHODS)}")
+    try:
+        args.alphas = [float(a) for a in args.alphas.split(",") if a]
+    except ValueError:
+        p.error(f"--alphas {args.alphas!r}: expected comma-separated numbers in [0, 1]")
+    if any(not 0.0 <= a <= 1.0 for a in args.alphas) or len(set(args.alphas)) != len(args.alphas):
+        p.error(f"--alphas {args.alphas}: each in [0, 1], none repeated")
+    return args
+
+
+def attack_settings(stages) -> dict:
+    """The attack's grid as the relearn stages were given it (for the report's description)."""
+    args = next(s.args for s in stages if s.script.endswith("relearn.py"))
+    get = dict(zip(args[::2], args[1::2])) if len(args) % 2 == 0 else {}
+    return {"lrs": [float(x) for x in get.get("--lrs", "").split(",") if x], "steps": int(get.get("--steps", 0)),
+            "eval_every": int(get.get("--eval-every", 0)), "seeds": [0]}
+
+
+def main():
+    args = parse_args()
+    if not Path(args.ds_config).is_file():
+        raise UserError(f"--ds_config {args.ds_config}: no such file")
+    settings = Settings(Path(args.out), args.methods, args.alphas, args.quick, args.retain_gap)
+    stages = build_stages(settings)
+    pipeline = Pipeline(settings.out, stages, args.nproc, args.ds_config, args.overwrite)
+    pipeline.run()
+    command = "python launch/undo.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results = collect(settings, command, attack_settings(stages), pipeline.seconds)
+    write_json(settings.out / "results.json", results)
+    written = write_report(results, settings.out)
+    print((settings.out / "report.md").read_text())
+    failed = [c["check"] for c in acceptance_checks(results) if c["passed"] is False]
+    print(f"[undo] wrote {settings.out / 'results.json'} and {', '.join(str(p) for p in written)}")
+    if failed and not args.quick:
+        print(f"[undo] {len(failed)} acceptance check(s) did not pass (see report.md)")
+
+
+if __name__ == "__main__":
+    run_main(main)

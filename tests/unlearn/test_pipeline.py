@@ -1,0 +1,96 @@
+"""The pipeline's skip / resume / refuse decisions, with stages replaced by a recording stub."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import unlearn.pipeline as pipeline
+from distill.errors import UserError
+from unlearn.pipeline import Pipeline, Stage
+
+
+class FakeStages:
+    """Stands in for `run_stage`: records each call; writes summary.json unless told to 'crash'."""
+
+    def __init__(self, monkeypatch):
+        self.calls, self.crash = [], set()
+        monkeypatch.setattr(pipeline, "run_stage", self)
+
+    def __call__(self, script, args, nproc):
+        out = Path(args[args.index("--out") + 1])
+        self.calls.append((out.name, "--overwrite" in args))
+        if (out / "summary.json").exists() and "--overwrite" not in args:
+            raise RuntimeError(f"stage would refuse: {out} is finished")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "partial").write_text("x")
+        if out.name in self.crash:
+            raise RuntimeError(f"{out.name} killed")
+        (out / "summary.json").write_text(json.dumps({"args": args}))
+
+
+def stages(root, b_args=("--steps", "10")):
+    return [Stage("a", "launch/pretrain.py", root / "a", ["--steps", "5"]),
+            Stage("b", "launch/unlearn.py", root / "b", list(b_args), ["a"]),
+            Stage("c", "launch/distill.py", root / "c", [], ["b"]),
+            Stage("d", "launch/pretrain.py", root / "d", [])]
+
+
+def run(root, overwrite=False, **kw):
+    p = Pipeline(root, stages(root, **kw), nproc=1, ds_config="ds.json", overwrite=overwrite)
+    p.run()
+    return p
+
+
+def test_finished_stages_are_skipped(tmp_path, monkeypatch):
+    fake = FakeStages(monkeypatch)
+    first = run(tmp_path)
+    assert fake.calls == [("a", False), ("b", False), ("c", False), ("d", False)]
+    assert all(s is not None for s in first.seconds.values())
+    fake.calls.clear()
+    again = run(tmp_path)
+    assert fake.calls == [] and set(again.seconds.values()) == {None}
+
+
+def test_an_interrupted_stage_is_started_again_to_resume_and_the_rest_follows(tmp_path, monkeypatch):
+    fake = FakeStages(monkeypatch)
+    fake.crash = {"c"}
+    with pytest.raises(RuntimeError, match="c killed"):
+        run(tmp_path)
+    assert not (tmp_path / "d").exists()
+    fake.crash, fake.calls = set(), []
+    run(tmp_path)
+    # c is resumed (same arguments, no --overwrite: its partial output is kept for its checkpoint)
+    assert fake.calls == [("c", False), ("d", False)]
+
+
+def test_changed_settings_are_refused_then_redone_with_everything_downstream(tmp_path, monkeypatch):
+    fake = FakeStages(monkeypatch)
+    run(tmp_path)
+    fake.calls.clear()
+    with pytest.raises(UserError, match=r"other settings .*b \("):
+        run(tmp_path, b_args=("--steps", "20"))
+    assert fake.calls == []
+    run(tmp_path, overwrite=True, b_args=("--steps", "20"))
+    # b's settings changed; c's upstream (b's output) changed with it; a and d are untouched
+    assert fake.calls == [("b", True), ("c", True)]
+
+
+def test_outputs_not_made_by_the_pipeline_are_not_taken_over(tmp_path, monkeypatch):
+    FakeStages(monkeypatch)
+    (tmp_path / "a").mkdir(parents=True)
+    (tmp_path / "a" / "summary.json").write_text("{}")
+    with pytest.raises(UserError, match="not by this pipeline"):
+        run(tmp_path)
+
+
+def test_a_stage_finished_before_its_record_was_written_is_not_run_again(tmp_path, monkeypatch):
+    fake = FakeStages(monkeypatch)
+    run(tmp_path)
+    record = json.loads((tmp_path / "pipeline.json").read_text())
+    record["d"]["finished"] = False  # as if the pipeline died right after stage d returned
+    (tmp_path / "pipeline.json").write_text(json.dumps(record))
+    fake.calls.clear()
+    run(tmp_path)
+    assert fake.calls == []
+    assert json.loads((tmp_path / "pipeline.json").read_text())["d"]["finished"] is True

@@ -1,0 +1,58 @@
+"""Gather the experiment's stage outputs into results.json (the shape `unlearn/report.py` reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distill import metrics, rundir
+from unlearn.experiment import ATTACK_EVAL, Settings, model_dirs, relearn_file
+
+
+def _compute(run: Path, summary: dict) -> dict:
+    """Optimizer steps and training tokens of the stage that made the model."""
+    stage = summary.get("stage")
+    if stage == "distill":
+        return {"stage": stage, "steps": summary["steps"], "tokens": summary["tokens"], "flops": summary["flops"],
+                "stopped_by_criterion": summary["stopped_by_criterion"]}
+    records = metrics.read_metrics(run / rundir.METRICS)
+    tokens = sum(v for r in records for k, v in r.items()  # target tokens; *_seqs counts sequences
+                 if k.startswith("tokens/") and not k.endswith("_seqs"))
+    return {"stage": stage, "steps": summary["steps"], "tokens": int(tokens)}
+
+
+def _relearn(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    return {"steps": r["steps"], "forget_accuracy": r["forget_accuracy"], "best_lr": r["best_lr"],
+            "area": r["area"], "lrs": r["plan"]["lrs"], "seeds": r["plan"]["seeds"]}
+
+
+def model_entry(s: Settings, name: str, run: Path) -> dict | None:
+    summary_path = run / rundir.SUMMARY
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    ev = summary["evaluation"]
+    entry = {"retain_accuracy": ev["retain_accuracy"], "forget_accuracy": ev["forget_accuracy"],
+             "equation_accuracy": ev["equation_accuracy"], "dir": str(run), "compute": _compute(run, summary)}
+    if name.startswith(("unlearned:", "undo:")):
+        entry["method"] = name.split(":")[1]
+    if name.startswith("undo:"):
+        entry.update(alpha=summary["alpha"], beta=summary["beta"], teacher=f"unlearned:{entry['method']}")
+    relearn = _relearn(relearn_file(s, name))
+    if relearn is not None:
+        entry["relearn"] = relearn
+    return entry
+
+
+def collect(s: Settings, command: str, attack_settings: dict, seconds: dict) -> dict:
+    models = {}
+    for name, run in model_dirs(s).items():
+        entry = model_entry(s, name, run)
+        if entry is not None:
+            models[name] = entry
+    return {"setting": {"quick": s.quick, "command": command, "methods": s.methods, "alphas": s.alphas,
+                        "retain_gap": s.retain_gap, "attack": {**attack_settings, "eval": ATTACK_EVAL}},
+            "stage_seconds": seconds, "models": models}
