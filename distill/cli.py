@@ -38,6 +38,9 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints (0: none)")
     g.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
     g.add_argument("--overwrite", action="store_true", help="delete a finished or different run in --out first")
+    g.add_argument("--scratch", default=os.environ.get("UNDO_SCRATCH"),
+                   help="node-local directory for resume checkpoints (default: $UNDO_SCRATCH, else inside --out, "
+                        "which must then be shared by all nodes); the model, metrics and summary always go to --out")
     p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
 
 
@@ -48,7 +51,8 @@ def train_config(args) -> TrainConfig:
                       lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, schedule=args.schedule,
                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                       eval_every=args.eval_every, save_every=args.save_every,
-                      keep_checkpoints=args.keep_checkpoints, precision=precision)
+                      keep_checkpoints=args.keep_checkpoints, precision=precision,
+                      scratch=getattr(args, "scratch", None))
     cfg.validate()
     return cfg
 
@@ -56,7 +60,10 @@ def train_config(args) -> TrainConfig:
 def deepspeed_config(args, cfg: TrainConfig, world_size: int, hidden_size: int) -> dict:
     """The filled-in DeepSpeed config for this run, every inconsistency refused."""
     shape = RunShape(cfg.global_batch, cfg.micro_batch, world_size, cfg.precision, cfg.grad_clip, hidden_size)
-    return resolve_ds_config(args.ds_config, shape)
+    config = resolve_ds_config(args.ds_config, shape)
+    if cfg.scratch is not None:  # each node saves its own ranks' checkpoint files in its own scratch
+        config.setdefault("checkpoint", {})["use_node_local_storage"] = True
+    return config
 
 
 def run_main(main: Callable[[], None]) -> None:

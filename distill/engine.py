@@ -12,6 +12,8 @@ Launch, 1 machine with 2 processes (CPU: prefix DS_ACCELERATOR=cpu):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ class TrainConfig:
     save_every: int = 0  # 0: no intermediate checkpoints
     keep_checkpoints: int = 1
     precision: str = "fp32"  # resolved ("bf16" or "fp32") by the launch script
+    scratch: str | None = None  # node-local directory for resume checkpoints; None: inside the output
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -64,6 +67,11 @@ class TrainConfig:
 
 
 EvalFn = Callable[[torch.nn.Module], dict]
+
+
+def hf_model(module: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM inside a trained module: itself, or the model a loss head wraps (`causal_lm`)."""
+    return getattr(module, "causal_lm", module)
 
 
 def on_main(info: DistInfo, fn: Callable[[], object]):
@@ -92,6 +100,12 @@ def make_optimizer(model, cfg: TrainConfig, ds_config: dict):
     return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
 
 
+def scratch_dir(scratch: str, out: Path) -> Path:
+    """This run's directory in a node-local scratch: named after the shared output, unique per output path."""
+    tag = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:10]
+    return Path(scratch) / f"{Path(out).name}-{tag}"
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, ds_config: dict, model_spec: str, tokenizer,
                  dataset, objective: Objective, out: Path, run_config: dict, overwrite: bool = False,
@@ -109,9 +123,13 @@ class Trainer:
         length = dataset if isinstance(dataset, int) else len(dataset)
         self.plan = GlobalBatchPlan(length, cfg.global_batch, cfg.micro_batch, info.world_size,
                                     info.rank, cfg.seed)
-        full_config = {"train": dataclasses.asdict(cfg), "world_size": info.world_size,
+        # Where a node keeps its resume state is not part of what the run computes: not compared on resume.
+        train = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "scratch"}
+        full_config = {"train": train, "world_size": info.world_size,
                        "deepspeed": ds_config, **run_config}
         self.mode = on_main(info, lambda: rundir.prepare(self.out, full_config, overwrite))
+        if self.mode == "fresh" and cfg.scratch is not None:
+            self._clear_scratch()
         self.log = MetricsLog(self.out / rundir.METRICS, info.is_main)
         torch.manual_seed(cfg.seed)
         dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
@@ -124,8 +142,14 @@ class Trainer:
         if self.mode == "resume":
             self._resume()
 
+    def _clear_scratch(self) -> None:
+        """A fresh run must not find another attempt's node-local checkpoints (pruning keeps the newest)."""
+        if self.info.local_rank == 0:
+            shutil.rmtree(scratch_dir(self.cfg.scratch, self.out), ignore_errors=True)
+        dist.barrier()
+
     def _resume(self) -> None:
-        state = checkpoint.load(self.engine, self.out / rundir.CHECKPOINTS, self.info.rank)
+        state = checkpoint.load(self.engine, self.ckpt_dir, self.info)
         if state is None:  # killed before its first checkpoint: start over, same config
             self.log.truncate_after(-1)  # and forget what the lost attempt logged
             return
@@ -133,6 +157,13 @@ class Trainer:
         self.log.truncate_after(self.start_step)
         if self.info.is_main:
             tqdm.write(f"resuming {self.out} from step {self.start_step}")
+
+    @property
+    def ckpt_dir(self) -> Path:
+        """OUT/checkpoints, or with a node-local scratch SCRATCH/<out name>-<hash of its path>/checkpoints."""
+        if self.cfg.scratch is None:
+            return self.out / rundir.CHECKPOINTS
+        return scratch_dir(self.cfg.scratch, self.out) / rundir.CHECKPOINTS
 
     # -- one optimizer step --------------------------------------------------------------------
     def _micro_batch(self, step: int, accum: int) -> dict:
@@ -183,15 +214,15 @@ class Trainer:
         """Evaluate the model (every rank together) and log the result under eval/ at `step`."""
         self.engine.eval()
         with torch.no_grad():
-            result = (evaluate or self.evaluate)(self.engine.module)
+            result = (evaluate or self.evaluate)(hf_model(self.engine.module))
         self.engine.train()
         self.log.write({"step": step, **{f"eval/{k}": v for k, v in result.items()}})
         return result
 
     def _save(self, step: int) -> None:
         client = {"step": step, "samples_seen": self.plan.samples_seen(step)}
-        checkpoint.save(self.engine, self.out / rundir.CHECKPOINTS, step, client, self.info.rank,
-                        keep=self.cfg.keep_checkpoints)
+        checkpoint.save(self.engine, self.ckpt_dir, step, client, self.info, keep=self.cfg.keep_checkpoints,
+                        node_local=self.cfg.scratch is not None)
 
     def train(self, stop: Callable[[dict], bool] | None = None) -> dict:
         """Run to the step budget, or until `stop(evaluation)` says so after a periodic evaluation
@@ -223,7 +254,7 @@ class Trainer:
     def finish(self, summary: dict) -> None:
         """Export the model in Hugging Face format, then mark the run finished with summary.json."""
         from distill.export import export_hf
-        export_hf(self.engine.module, self.tokenizer, self.out, self.info.rank)
+        export_hf(hf_model(self.engine.module), self.tokenizer, self.out, self.info.rank)
         if self.info.is_main:
             rundir.write_json(self.out / rundir.SUMMARY, {"parameters": self.n_params, **summary})
         dist.barrier()

@@ -25,7 +25,7 @@ from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.frozen import build_frozen
-from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective
+from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective, StudentWithKLHead
 from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
 from distill.noise import shrink_and_perturb
 from unlearn.evaluate import score
@@ -54,6 +54,9 @@ def parse_args(argv=None):
                    help="'perturb' (the teacher, shrunk and perturbed), or a preset / directory of another model")
     p.add_argument("--perturb-pattern", default=".*", help="regex over parameter names to perturb")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--loss-head", default="fused", choices=("fused", "logits"),
+                   help="fused: the KL straight from the final hidden states, chunked, never holding the "
+                        "(tokens x vocab) logits; logits: on the model's materialised logits (for comparison)")
     p.add_argument("--retain-gap", type=float, default=0.05,
                    help="stop when the student's retain accuracy is at most this far below the teacher's")
     p.add_argument("--seq-len", type=int, default=64)
@@ -139,6 +142,17 @@ def main():
     teacher_eval = evaluate(teacher)
     n_teacher = count_parameters(teacher)
 
+    stream, fused = None, args.loss_head == "fused"
+    if manifest is None:
+        objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature, fused=fused)
+    else:
+        del teacher  # only its evaluation was needed: the cache holds its outputs
+        objective = CachedDistillObjective(manifest.plan.mode, len(tokenizer), args.temperature, fused=fused)
+
+        def stream(start):
+            return CacheReader(args.cache, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
+                               seed=cfg.seed, start=start, epochs=None)
+
     def model_fn():
         model = build_model(s_spec, tokenizer, ds_config)
         if args.student == "perturb":
@@ -146,24 +160,13 @@ def main():
                 shrink_and_perturb(model, args.alpha, args.beta, seed=cfg.seed, pattern=args.perturb_pattern)
             except ValueError as e:
                 raise UserError(str(e)) from e
-        return model
-
-    stream = None
-    if manifest is None:
-        objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature)
-    else:
-        del teacher  # only its evaluation was needed: the cache holds its outputs
-        objective = CachedDistillObjective(manifest.plan.mode, len(tokenizer), args.temperature)
-
-        def stream(start):
-            return CacheReader(args.cache, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
-                               seed=cfg.seed, start=start, epochs=None)
+        return StudentWithKLHead(model, objective.kind, len(tokenizer), args.temperature) if fused else model
 
     targets = "online" if manifest is None else f"cache:{Path(args.cache).resolve()}"
     run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()), "student": args.student,
            "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": targets,
-           "temperature": args.temperature, "retain_gap": args.retain_gap, "seq_len": args.seq_len,
-           "word_fraction": args.word_fraction}
+           "temperature": args.temperature, "loss_head": args.loss_head, "retain_gap": args.retain_gap,
+           "seq_len": args.seq_len, "word_fraction": args.word_fraction}
     trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, dataset, objective, Path(args.out), run,
                       overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn, stream=stream)
     goal = teacher_eval["retain_accuracy"] - args.retain_gap

@@ -151,7 +151,8 @@ class FusedLinearKL(torch.nn.Module):
     """
 
     def __init__(self, weight: torch.nn.Parameter, *, kind: str, temperature: float = 1.0,
-                 softcap: float | None = None, chunk_size: int | None = None, backend: str | None = None):
+                 softcap: float | None = None, chunk_size: int | None = None, backend: str | None = None,
+                 vocab: int | None = None):
         super().__init__()
         check_options(temperature, softcap)
         if kind not in KINDS:
@@ -159,12 +160,14 @@ class FusedLinearKL(torch.nn.Module):
         self.weight = weight
         self.kind, self.temperature, self.softcap = kind, float(temperature), softcap
         self.chunk_size, self.backend = chunk_size, backend
+        self.vocab = vocab  # use only the first `vocab` rows: the tokenizer's ids, the rest is padding
 
     def forward(self, hidden: torch.Tensor, target, mask: torch.Tensor | None = None):
-        return fused_linear_kl(hidden, self.weight, target, kind=self.kind, temperature=self.temperature,
+        weight = self.weight if self.vocab is None else self.weight[: self.vocab]
+        return fused_linear_kl(hidden, weight, target, kind=self.kind, temperature=self.temperature,
                                softcap=self.softcap, mask=mask, chunk_size=self.chunk_size, backend=self.backend)
 
     def extra_repr(self) -> str:
         vocab = getattr(self.weight, "ds_shape", self.weight.shape)[0]  # a ZeRO-3 partition keeps its shape there
         return (f"vocab={vocab}, kind={self.kind!r}, temperature={self.temperature}, "
-                f"softcap={self.softcap}, chunk_size={self.chunk_size}")
+                f"softcap={self.softcap}, chunk_size={self.chunk_size}, used_rows={self.vocab}")

@@ -153,3 +153,22 @@ def test_a_student_with_another_tokenizer_is_refused(teacher, tmp_path):
     result = run_python("launch/distill.py", distill_args(teacher, out, ["--student", str(student_dir)]))
     assert result.returncode == 2 and "tokenizer mismatch" in result.stderr, result.stderr[-2000:]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("targets", ["online", "cache"])
+def test_fused_head_matches_the_loss_on_materialised_logits(teacher, cache, tmp_path, targets):
+    """Same run through the fused-linear head (default) and on the model's logits: same losses, same weights."""
+    flag = ("--online",) if targets == "online" else ("--cache", str(cache))
+    outs = {}
+    for head in ("fused", "logits"):
+        outs[head] = tmp_path / head
+        args = distill_args(teacher, outs[head], ["--alpha", "0.5", "--retain-gap", "-2", "--steps", "4",
+                                                  "--eval-every", "0", "--loss-head", head], targets=flag)
+        check(run_deepspeed("launch/distill.py", args, nproc=2, timeout=600))
+    kd = {h: [json.loads(x)["loss/kd"] for x in (o / "metrics.jsonl").read_text().splitlines() if "loss/kd" in x]
+          for h, o in outs.items()}
+    assert len(kd["fused"]) == 4 and kd["fused"] == pytest.approx(kd["logits"], rel=1e-5, abs=1e-6)
+    a, b = load_file(outs["fused"] / "model.safetensors"), load_file(outs["logits"] / "model.safetensors")
+    assert set(a) == set(b)  # the export holds the causal LM alone, not the loss head
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=0), name
