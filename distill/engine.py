@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -98,6 +99,14 @@ def make_optimizer(model, cfg: TrainConfig, ds_config: dict):
         return DeepSpeedCPUAdam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, adamw_mode=True)
     fused = torch.cuda.is_available()
     return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def peak_memory() -> dict[str, float]:
+    """This rank's peak memory so far, GiB: host resident set, and the accelerator's allocations on CUDA."""
+    peak = {"mem/host_peak_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # KiB
+    if torch.cuda.is_available():
+        peak["mem/device_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return peak
 
 
 def scratch_dir(scratch: str, out: Path) -> Path:
@@ -207,6 +216,7 @@ class Trainer:
         record = {"step": step + 1, "lr": lr, "loss": reduced.pop("")}
         record.update({f"loss/{k}": v / max(totals.get(k, 1.0), 1.0) for k, v in reduced.items()})
         record.update({f"tokens/{k}": int(totals[k]) for k in totals})
+        record.update(peak_memory())
         return record
 
     # -- the loop ------------------------------------------------------------------------------
