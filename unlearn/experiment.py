@@ -19,7 +19,7 @@ from unlearn.pipeline import Stage
 FULL = {
     "pretrain": [],
     "unlearn": [],
-    "precompute": [],
+    "precompute": ["--rows", "38400"],  # one epoch of a student's full budget: 1,200 steps x 32 rows
     "distill": ["--eval-every", "100"],
     "relearn": ["--lrs", "1e-4,3e-4,1e-3,3e-3", "--steps", "100", "--eval-every", "20", "--eval-per-op", "100"],
 }
