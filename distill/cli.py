@@ -38,6 +38,9 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints (0: none)")
     g.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints)
     g.add_argument("--overwrite", action="store_true", help="delete a finished or different run in --out first")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute every decoder layer's activations in the backward (launch/estimate.py's "
+                        "'checkpointed' micro-batches assume it)")
     g.add_argument("--scratch", default=os.environ.get("UNDO_SCRATCH"),
                    help="node-local directory for resume checkpoints (default: $UNDO_SCRATCH, else inside --out, "
                         "which must then be shared by all nodes); the model, metrics and summary always go to --out")
@@ -52,7 +55,8 @@ def train_config(args) -> TrainConfig:
                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                       eval_every=args.eval_every, save_every=args.save_every,
                       keep_checkpoints=args.keep_checkpoints, precision=precision,
-                      scratch=getattr(args, "scratch", None))
+                      scratch=getattr(args, "scratch", None),
+                      activation_checkpointing=getattr(args, "activation_checkpointing", False))
     cfg.validate()
     return cfg
 

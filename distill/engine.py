@@ -52,6 +52,7 @@ class TrainConfig:
     keep_checkpoints: int = 1
     precision: str = "fp32"  # resolved ("bf16" or "fp32") by the launch script
     scratch: str | None = None  # node-local directory for resume checkpoints; None: inside the output
+    activation_checkpointing: bool = False
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -143,6 +144,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
         model = model_fn() if model_fn else build_model(model_spec, tokenizer, ds_config, dtype=dtype)
+        if cfg.activation_checkpointing:  # recompute each decoder layer in the backward: memory for time
+            hf_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.n_params = count_parameters(model)
         import deepspeed
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=make_optimizer(model, cfg, ds_config),

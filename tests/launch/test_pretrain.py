@@ -35,6 +35,16 @@ def test_one_rank_with_accumulation_matches_two_ranks(two_rank_run, tmp_path):
     assert one[30] < one[1] - 0.5  # it learns
 
 
+def test_activation_checkpointing_gives_the_same_losses(two_rank_run, tmp_path):
+    out = tmp_path / "ckpt"
+    args = tiny_run_args(out, micro=4, extra=["--activation-checkpointing"])
+    check(run_deepspeed("launch/pretrain.py", args, nproc=2, timeout=600))
+    recomputed, stored = losses(out), losses(two_rank_run)
+    assert sorted(recomputed) == list(range(1, 31))
+    for step in range(1, 31):
+        assert abs(recomputed[step] - stored[step]) < 1e-5, (step, recomputed[step], stored[step])
+
+
 def test_killed_run_resumes_with_identical_losses(two_rank_run, tmp_path):
     out = tmp_path / "killed"
     cmd = deepspeed_command("launch/pretrain.py", tiny_run_args(out, micro=4), 2)
