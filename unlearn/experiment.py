@@ -19,10 +19,9 @@ from unlearn.pipeline import Stage
 FULL = {
     "pretrain": ["--eval-every", "0"],  # only the final evaluation: the models are scored again below
     "unlearn": [],
-    # one epoch of a student's full budget (1,200 steps x 32 rows), in fewer, larger teacher forwards
-    "precompute": ["--rows", "38400", "--micro-batch", "64"],
+    "precompute": ["--rows", "38400"],  # one epoch of a student's full budget: 1,200 steps x 32 rows
     "distill": ["--eval-every", "100"],
-    "relearn": ["--lrs", "1e-4,3e-4,1e-3,3e-3", "--steps", "100", "--eval-every", "25", "--eval-per-op", "100"],
+    "relearn": ["--lrs", "1e-4,3e-4,1e-3,3e-3", "--steps", "100", "--eval-every", "20", "--eval-per-op", "100"],
 }
 QUICK = {
     "pretrain": ["--steps", "120", "--eval-every", "0", "--save-every", "60", "--final-eval-per-format", "10"],
