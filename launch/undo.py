@@ -56,14 +56,6 @@ def parse_args(argv=None):
     return args
 
 
-def attack_settings(stages) -> dict:
-    """The attack's grid as the relearn stages were given it (for the report's description)."""
-    args = next(s.args for s in stages if s.script.endswith("relearn.py"))
-    get = dict(zip(args[::2], args[1::2])) if len(args) % 2 == 0 else {}
-    return {"lrs": [float(x) for x in get.get("--lrs", "").split(",") if x], "steps": int(get.get("--steps", 0)),
-            "eval_every": int(get.get("--eval-every", 0)), "seeds": [0]}
-
-
 def main():
     args = parse_args()
     if not Path(args.ds_config).is_file():
@@ -73,7 +65,7 @@ def main():
     pipeline = Pipeline(settings.out, stages, args.nproc, args.ds_config, args.overwrite)
     pipeline.run()
     command = "python launch/undo.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = collect(settings, command, attack_settings(stages), pipeline.seconds)
+    results = collect(settings, command, pipeline.seconds)
     write_json(settings.out / "results.json", results)
     written = write_report(results, settings.out)
     print((settings.out / "report.md").read_text())

@@ -47,12 +47,22 @@ def model_entry(s: Settings, name: str, run: Path) -> dict | None:
     return entry
 
 
-def collect(s: Settings, command: str, attack_settings: dict, seconds: dict) -> dict:
+def _attack_plan(s: Settings) -> dict:
+    """The attack's grid as the attacks recorded it (every model is attacked with the same one)."""
+    for name in model_dirs(s):
+        path = relearn_file(s, name)
+        if path.is_file():
+            plan = json.loads(path.read_text())["plan"]
+            return {k: plan[k] for k in ("lrs", "seeds", "steps", "eval_every")}
+    return {}
+
+
+def collect(s: Settings, command: str, seconds: dict) -> dict:
     models = {}
     for name, run in model_dirs(s).items():
         entry = model_entry(s, name, run)
         if entry is not None:
             models[name] = entry
     return {"setting": {"quick": s.quick, "command": command, "methods": s.methods, "alphas": s.alphas,
-                        "retain_gap": s.retain_gap, "attack": {**attack_settings, "eval": ATTACK_EVAL}},
+                        "retain_gap": s.retain_gap, "attack": {**_attack_plan(s), "eval": ATTACK_EVAL}},
             "stage_seconds": seconds, "models": models}
