@@ -48,13 +48,24 @@ def release_job_shm(cmd: list[str]) -> None:
     release_shm("127.0.0.1", cmd[cmd.index("--master_port") + 1])
 
 
-def run_stage(script: str, args: list[str], nproc: int) -> None:
-    """Run one stage to completion; a failure raises with the command that failed."""
+def run_stage(script: str, args: list[str], nproc: int, log: Path | None = None) -> None:
+    """Run one stage to completion, its output on this terminal or appended to `log`; a failure raises
+    with the command that failed (and the log's path)."""
     cmd = deepspeed_command(script, args, nproc)
-    print("$ " + " ".join(cmd[:1] + cmd[1:]), flush=True)
+    line = "$ " + " ".join(cmd)
+    if log is None:
+        print(line, flush=True)
     try:
-        result = subprocess.run(cmd, env=stage_env(), cwd=REPO)
+        if log is None:
+            result = subprocess.run(cmd, env=stage_env(), cwd=REPO)
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as out:
+                out.write(line + "\n")
+                out.flush()
+                result = subprocess.run(cmd, env=stage_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     finally:
         release_job_shm(cmd)
     if result.returncode != 0:
-        raise RuntimeError(f"stage {script} failed with exit code {result.returncode}: {' '.join(cmd)}")
+        where = f" (its output: {log})" if log is not None else ""
+        raise RuntimeError(f"stage {script} failed with exit code {result.returncode}{where}: {' '.join(cmd)}")

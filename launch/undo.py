@@ -40,6 +40,10 @@ def parse_args(argv=None):
                    help="a student trains until its validation retain accuracy is this close to its teacher's; "
                         "below the 0.05 the results check on the test set, which leaves room for sampling noise")
     p.add_argument("--nproc", type=int, default=2, help="DeepSpeed ranks per stage")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="stages run at once when their inputs are ready (base beside gold, attacks beside "
+                        "students); each then logs to OUT/logs/. On 2 CPU cores two jobs finish the demo sooner "
+                        "than one: start-up, evaluation and saving of one overlap the other's training")
     p.add_argument("--ds_config", "--ds-config", dest="ds_config", default="ds_configs/zero3.json")
     p.add_argument("--overwrite", action="store_true", help="redo finished stages whose settings changed")
     args = p.parse_args(argv)
@@ -51,6 +55,8 @@ def parse_args(argv=None):
         args.alphas = [float(a) for a in args.alphas.split(",") if a]
     except ValueError:
         p.error(f"--alphas {args.alphas!r}: expected comma-separated numbers in [0, 1]")
+    if args.jobs < 1 or args.nproc < 1:
+        p.error(f"--jobs {args.jobs} and --nproc {args.nproc} must be >= 1")
     if any(not 0.0 <= a <= 1.0 for a in args.alphas) or len(set(args.alphas)) != len(args.alphas):
         p.error(f"--alphas {args.alphas}: each in [0, 1], none repeated")
     return args
@@ -62,7 +68,7 @@ def main():
         raise UserError(f"--ds_config {args.ds_config}: no such file")
     settings = Settings(Path(args.out), args.methods, args.alphas, args.quick, args.retain_gap)
     stages = build_stages(settings)
-    pipeline = Pipeline(settings.out, stages, args.nproc, args.ds_config, args.overwrite)
+    pipeline = Pipeline(settings.out, stages, args.nproc, args.ds_config, args.overwrite, jobs=args.jobs)
     pipeline.run()
     command = "python launch/undo.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     results = collect(settings, command, pipeline.seconds)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from distill.launcher import run_stage
 from distill.rundir import SUMMARY, write_json
 
 PIPELINE = "pipeline.json"
+BAR = re.compile(r"\|[\u2588-\u258f ]*\|")  # a progress bar's drawing, left out of progress lines
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Stage:
     out: Path
     args: list[str]
     upstream: list[str] = field(default_factory=list)
+    in_the_way: bool = False  # set when started: an output from other settings is there (needs --overwrite)
 
     @property
     def done_file(self) -> Path:
@@ -51,8 +56,18 @@ def stage_key(stage: Stage, stages: dict[str, Stage]) -> dict:
 
 
 class Pipeline:
-    def __init__(self, out: Path, stages: list[Stage], nproc: int, ds_config: str, overwrite: bool):
+    """Runs the stages in dependency order, up to `jobs` at once (each a `deepspeed` job of `nproc` ranks).
+
+    With one job a stage's output streams to the terminal; with several, each stage writes
+    OUT/logs/<stage>.log and the terminal gets a line per start and finish and a progress line a minute.
+    """
+
+    def __init__(self, out: Path, stages: list[Stage], nproc: int, ds_config: str, overwrite: bool, jobs: int = 1,
+                 heartbeat_s: float = 60.0):
+        if jobs < 1:
+            raise UserError(f"--jobs must be >= 1, got {jobs}")
         self.out, self.nproc, self.ds_config, self.overwrite = Path(out), nproc, ds_config, overwrite
+        self.jobs, self.heartbeat_s = jobs, heartbeat_s
         self.stages = {s.name: s for s in stages}
         self.record_path = self.out / PIPELINE
         # {stage name: {"key": the key it was started with, "finished": bool}}
@@ -71,36 +86,130 @@ class Pipeline:
             raise UserError(f"finished stages were made with other settings (or not by this pipeline): {names}. "
                             "Pass --overwrite to redo them, or choose another --out")
 
+    def log_path(self, stage: Stage) -> Path | None:
+        name = re.sub(r"[^A-Za-z0-9.]+", "-", stage.name.replace("=", ""))  # relearn:undo:m:alpha=1 -> relearn-undo-m-alpha1
+        return self.out / "logs" / f"{name}.log" if self.jobs > 1 else None
+
+    def downstream(self, name: str) -> set[str]:
+        """Every stage that needs `name`'s output, directly or not."""
+        direct = {s.name for s in self.stages.values() if name in s.upstream}
+        return direct.union(*(self.downstream(d) for d in direct))
+
     def run(self) -> None:
         self.check_changed()
-        for stage in self.stages.values():
-            self.seconds[stage.name] = self._run_stage(stage)
+        pending, running = list(self.stages.values()), {}  # running: {name: (stage, key, start time)}
+        finished: queue.Queue = queue.Queue()
+        failures: list[BaseException] = []
+        t0 = time.time()
+        while pending or running:
+            if not failures:
+                try:
+                    self._start_ready(pending, running, finished)
+                except UserError as e:  # a stage refused before its start: let the running ones finish
+                    failures.append(e)
+                    print(f"[undo] {e}", flush=True)
+            if not running:
+                if pending and not failures:  # cannot happen with upstream names that exist
+                    raise UserError(f"stages wait on unknown upstream stages: {[s.name for s in pending]}")
+                break
+            try:
+                name, error = finished.get(timeout=self.heartbeat_s)
+            except queue.Empty:
+                self._progress(running, t0)
+                continue
+            stage, key, started = running.pop(name)
+            if error is None:
+                self._save(stage, key, finished=True)
+                self.seconds[name] = time.time() - started
+                print(f"[undo] {name}: finished in {self.seconds[name]:.0f} s", flush=True)
+            else:
+                failures.append(error)
+                self._report_failure(stage, error, running)
+        if failures:
+            raise failures[0]
 
-    def _save(self, stage: Stage, key: dict, finished: bool) -> None:
-        self.record[stage.name] = {"key": key, "finished": finished}
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(self.record_path, self.record)
+    def _start_ready(self, pending: list, running: dict, finished: queue.Queue) -> None:
+        """Start (or skip) pending stages whose upstream stages are finished, while job slots are free."""
+        # Stages that others wait for go first (unlearning before an attack on the base model).
+        pending.sort(key=lambda st: -len(self.downstream(st.name)))
+        progress = True
+        while progress and len(running) < self.jobs:
+            progress = False
+            for stage in pending:
+                if any(u in running or any(p.name == u for p in pending) for u in stage.upstream):
+                    continue
+                pending.remove(stage)
+                key = self._begin(stage)
+                if key is not None:
+                    running[stage.name] = (stage, key, time.time())
+                    threading.Thread(target=self._work, args=(stage, finished), daemon=True).start()
+                progress = True
+                break
 
-    def _run_stage(self, stage: Stage) -> float | None:
+    def _begin(self, stage: Stage) -> dict | None:
+        """Skip a stage finished under its key (None), else record it as started and return its key."""
         key = stage_key(stage, self.stages)
         before = self.record.get(stage.name, {})
         if stage.done_file.exists() and before.get("key") == key:  # finished under this key
             if not before.get("finished"):  # the pipeline stopped between the stage's end and this record
                 self._save(stage, key, finished=True)
             print(f"[undo] {stage.name}: finished, skipped ({stage.out})", flush=True)
+            self.seconds[stage.name] = None
             return None
         # Same key, unfinished: the stage resumes from its checkpoint. Anything else in the way (a
         # finished output, or a partial one from other settings) is replaced only with --overwrite;
         # without it the stage script refuses and names what differs.
-        in_the_way = stage.out.exists() and before.get("key") != key
         if stage.done_file.exists() and not self.overwrite:
             raise UserError(f"{stage.name} ({stage.out}) was made from other upstream results; pass --overwrite "
                             "to redo it")
-        print(f"[undo] {stage.name}: {'redoing' if in_the_way else 'running'} -> {stage.out}", flush=True)
+        stage.in_the_way = stage.out.exists() and before.get("key") != key
+        log = self.log_path(stage)
+        print(f"[undo] {stage.name}: {'redoing' if stage.in_the_way else 'running'} -> {stage.out}"
+              + (f" (log: {log})" if log else ""), flush=True)
         self._save(stage, key, finished=False)
-        t0 = time.time()
-        extra = ["--overwrite"] if in_the_way and self.overwrite else []
-        run_stage(stage.script, ["--ds_config", self.ds_config, "--out", str(stage.out), *stage.args, *extra],
-                  self.nproc)
-        self._save(stage, key, finished=True)
-        return time.time() - t0
+        return key
+
+    def _work(self, stage: Stage, finished: queue.Queue) -> None:
+        """A worker thread: run the stage's job to its end and report (name, None or the exception)."""
+        extra = ["--overwrite"] if stage.in_the_way and self.overwrite else []
+        args = ["--ds_config", self.ds_config, "--out", str(stage.out), *stage.args, *extra]
+        log = self.log_path(stage)
+        try:
+            if log is None:
+                run_stage(stage.script, args, self.nproc)
+            else:
+                run_stage(stage.script, args, self.nproc, log=log)
+            finished.put((stage.name, None))
+        except BaseException as e:  # noqa: BLE001 -- handed to the main thread, which raises it
+            finished.put((stage.name, e))
+
+    def _report_failure(self, stage: Stage, error: BaseException, running: dict) -> None:
+        log = self.log_path(stage)
+        print(f"[undo] {stage.name}: FAILED: {error}", flush=True)
+        if log is not None and log.is_file():
+            print(f"[undo] last lines of {log}:\n" + "\n".join(last_lines(log, 25)), flush=True)
+        if running:
+            print(f"[undo] starting nothing new; waiting for {', '.join(running)} to finish", flush=True)
+
+    def _progress(self, running: dict, t0: float) -> None:
+        if self.jobs == 1:
+            return  # the running stage's own output is on the terminal
+        parts = [f"{name} ({BAR.sub('', (last_lines(self.log_path(stage), 1) or ['starting'])[-1])[:70]})"
+                 for name, (stage, _, _) in running.items()]
+        print(f"[undo] {(time.time() - t0) / 60:.0f} min: " + "; ".join(parts), flush=True)
+
+    def _save(self, stage: Stage, key: dict, finished: bool) -> None:
+        self.record[stage.name] = {"key": key, "finished": finished}
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.record_path, self.record)
+
+
+def last_lines(path: Path, n: int) -> list[str]:
+    """The last n non-empty lines of a log, progress bars' carriage returns counted as line ends."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, 2) - 16384, 0))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()][-n:]

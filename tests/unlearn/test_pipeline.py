@@ -1,6 +1,8 @@
 """The pipeline's skip / resume / refuse decisions, with stages replaced by a recording stub."""
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,13 +15,24 @@ from unlearn.pipeline import Pipeline, Stage
 class FakeStages:
     """Stands in for `run_stage`: records each call; writes summary.json unless told to 'crash'."""
 
-    def __init__(self, monkeypatch):
-        self.calls, self.crash = [], set()
+    def __init__(self, monkeypatch, seconds=0.0):
+        self.calls, self.crash, self.seconds = [], set(), seconds
+        self.events, self.lock = [], threading.Lock()  # ("start" | "end", stage), in time order
+        self.logs = {}
         monkeypatch.setattr(pipeline, "run_stage", self)
 
-    def __call__(self, script, args, nproc):
+    def __call__(self, script, args, nproc, log=None):
         out = Path(args[args.index("--out") + 1])
-        self.calls.append((out.name, "--overwrite" in args))
+        with self.lock:
+            self.calls.append((out.name, "--overwrite" in args))
+            self.events.append(("start", out.name))
+        self.logs[out.name] = log
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(f"{out.name} working\rstep 3/5\n")
+        time.sleep(self.seconds)
+        with self.lock:
+            self.events.append(("end", out.name))
         if (out / "summary.json").exists() and "--overwrite" not in args:
             raise RuntimeError(f"stage would refuse: {out} is finished")
         out.mkdir(parents=True, exist_ok=True)
@@ -94,3 +107,35 @@ def test_a_stage_finished_before_its_record_was_written_is_not_run_again(tmp_pat
     run(tmp_path)
     assert fake.calls == []
     assert json.loads((tmp_path / "pipeline.json").read_text())["d"]["finished"] is True
+
+
+def most_at_once(events):
+    now = peak = 0
+    for kind, _ in events:
+        now += 1 if kind == "start" else -1
+        peak = max(peak, now)
+    return peak
+
+
+def test_with_two_jobs_independent_stages_overlap_and_dependents_wait(tmp_path, monkeypatch):
+    fake = FakeStages(monkeypatch, seconds=0.3)
+    Pipeline(tmp_path, stages(tmp_path), nproc=1, ds_config="ds.json", overwrite=False, jobs=2).run()
+    assert most_at_once(fake.events) == 2
+    order = fake.events
+    for upstream, downstream in (("a", "b"), ("b", "c")):
+        assert order.index(("end", upstream)) < order.index(("start", downstream))
+    assert sorted(name for name, _ in fake.calls) == ["a", "b", "c", "d"]
+    assert fake.logs["b"] == tmp_path / "logs" / "b.log" and fake.logs["b"].is_file()
+    assert json.loads((tmp_path / "pipeline.json").read_text())["c"]["finished"] is True
+
+
+def test_with_two_jobs_a_failure_starts_nothing_new_and_the_running_stage_finishes(tmp_path, monkeypatch, capsys):
+    fake = FakeStages(monkeypatch, seconds=0.3)
+    fake.crash = {"a"}
+    with pytest.raises(RuntimeError, match="a killed"):
+        Pipeline(tmp_path, stages(tmp_path), nproc=1, ds_config="ds.json", overwrite=False, jobs=2).run()
+    assert sorted(name for name, _ in fake.calls) == ["a", "d"]  # b and c depend on a: never started
+    record = json.loads((tmp_path / "pipeline.json").read_text())
+    assert record["d"]["finished"] is True and record["a"]["finished"] is False
+    out = capsys.readouterr().out
+    assert "a: FAILED" in out and "step 3/5" in out  # the failed stage's log tail is shown
