@@ -1,6 +1,6 @@
 """The whole UNDO experiment on the arithmetic testbed, one command: what `make demo` runs.
 
-    python launch/undo.py --out runs            # full budgets: ~25 min on 2 CPU cores
+    python launch/undo.py --out runs            # full budgets: ~23 min on 2 CPU cores
     python launch/undo.py --out /tmp/q --quick  # every stage at smoke-test budgets (a few minutes)
 
 Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import shlex
+import time
 
 from distill.cli import run_main
 from distill.errors import UserError
@@ -69,14 +70,16 @@ def main():
     settings = Settings(Path(args.out), args.methods, args.alphas, args.quick, args.retain_gap)
     stages = build_stages(settings)
     pipeline = Pipeline(settings.out, stages, args.nproc, args.ds_config, args.overwrite, jobs=args.jobs)
+    t0 = time.time()
     pipeline.run()
+    wall = time.time() - t0
     command = "python launch/undo.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = collect(settings, command, pipeline.seconds)
+    results = collect(settings, command, pipeline.seconds, wall_seconds=wall, jobs=args.jobs)
     write_json(settings.out / "results.json", results)
     written = write_report(results, settings.out)
     print((settings.out / "report.md").read_text())
     failed = [c["check"] for c in acceptance_checks(results) if c["passed"] is False]
-    print(f"[undo] wrote {settings.out / 'results.json'} and {', '.join(str(p) for p in written)}")
+    print(f"[undo] {wall / 60:.1f} min; wrote {settings.out / 'results.json'} and {', '.join(str(p) for p in written)}")
     if failed and not args.quick:
         print(f"[undo] {len(failed)} acceptance check(s) did not pass (see report.md)")
 

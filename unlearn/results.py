@@ -57,7 +57,10 @@ def _attack_plan(s: Settings) -> dict:
     return {}
 
 
-def collect(s: Settings, command: str, seconds: dict) -> dict:
+def collect(s: Settings, command: str, seconds: dict, wall_seconds: float | None = None, jobs: int = 1) -> dict:
+    """results.json: the settings, each model's entry, and the time taken. `seconds` holds each stage's own
+    wall time (None when skipped); with jobs > 1 stages overlap, so `wall_seconds` (the whole pipeline)
+    is less than their sum."""
     models = {}
     for name, run in model_dirs(s).items():
         entry = model_entry(s, name, run)
@@ -65,4 +68,4 @@ def collect(s: Settings, command: str, seconds: dict) -> dict:
             models[name] = entry
     return {"setting": {"quick": s.quick, "command": command, "methods": s.methods, "alphas": s.alphas,
                         "retain_gap": s.retain_gap, "attack": {**_attack_plan(s), "eval": ATTACK_EVAL}},
-            "stage_seconds": seconds, "models": models}
+            "wall_seconds": wall_seconds, "jobs": jobs, "stage_seconds": seconds, "models": models}
