@@ -1,15 +1,16 @@
-"""Student quality from the cache against the online teacher: the same students, only the targets differ.
+"""Student quality from the cache against the online teacher, at the same settings and seeds.
 
     .venv/bin/python bench/distill_quality.py --teacher runs/unlearned-maxent --cache runs/cache-maxent \\
-        --out runs/quality [--steps 1200] [--seeds 0,1] [--alpha 1] [--jobs 2]
+        --out runs/quality [--steps 1200] [--seeds 0,1] [--alpha 1] [--arms cache,online] [--jobs 2]
 
-For each seed, trains the student twice with `launch/distill.py` at the settings the experiment uses
-for that alpha (unlearn.experiment.student_args), once reading --cache and once with the teacher
-online, for exactly --steps steps (the stop criterion is off, so neither arm stops earlier), and
-scores both on the same held-out problems. The runs are pipeline stages: finished ones are reused
+For each seed, trains the student once per arm with `launch/distill.py` at the settings the experiment
+uses for that alpha (unlearn.experiment.student_args): reading --cache; with the teacher online on rows
+of its own; or (online-rows) online on the cache's rows in the cached run's order, so that only the
+targets differ. Every arm trains exactly --steps steps (the stop criterion is off) and is scored on the
+same held-out problems. The runs are pipeline stages: finished ones are reused
 when the command is repeated, interrupted ones resume, and up to --jobs run at once.
 The last line is one JSON object: final retain (and forget) accuracy per arm and seed, the means per
-arm, and the largest |cache - online| retain difference over the seeds.
+arm, and per other arm the largest |cache - arm| retain difference over the seeds.
 """
 
 import sys
@@ -26,6 +27,7 @@ from unlearn.experiment import student_args
 from unlearn.pipeline import Pipeline, Stage
 
 GLOBAL_BATCH = 32  # launch/distill.py's default
+ARMS = ("cache", "online", "online-rows")
 
 
 def parse_args():
@@ -38,10 +40,16 @@ def parse_args():
     p.add_argument("--seeds", default="0,1", help="comma-separated run seeds (init, data order)")
     p.add_argument("--eval-every", type=int, default=300, help="validation evaluations along the way (curves)")
     p.add_argument("--final-eval-per-format", type=int, default=300, help="test problems per op and format")
+    p.add_argument("--arms", default="cache,online",
+                   help="from cache, online (the teacher online, on rows of its own), online-rows (the teacher "
+                        "online on the cache's rows in the cached run's order: only the targets differ from cache)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--nproc", type=int, default=2)
     args = p.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.arms = [a for a in args.arms.split(",") if a]
+    if not set(args.arms) <= set(ARMS) or "cache" not in args.arms or len(args.arms) < 2:
+        p.error(f"--arms {args.arms}: cache and at least one of online, online-rows")
     # the stages run from the repository root: make the user's relative paths absolute first
     args.teacher, args.cache, args.out = (str(Path(x).resolve()) for x in (args.teacher, args.cache, args.out))
     return args
@@ -54,7 +62,10 @@ def build_stages(args) -> list[Stage]:
     out = Path(args.out)
     stages = []
     for seed in args.seeds:
-        for arm, targets in (("cache", ["--cache", args.cache]), ("online", ["--online"])):
+        targets_of = {"cache": ["--cache", args.cache], "online": ["--online"],
+                      "online-rows": ["--online", "--rows-from-cache", args.cache]}
+        for arm in args.arms:
+            targets = targets_of[arm]
             stages.append(Stage(f"{arm}:seed{seed}", "launch/distill.py", out / f"{arm}-seed{seed}",
                                 [*common, *targets, "--seed", str(seed)]))
     return stages
@@ -77,9 +88,10 @@ def main():
         result["retain"].setdefault(arm, []).append(final["retain_accuracy"])
         result["forget"].setdefault(arm, []).append(final["forget_accuracy"])
         print(f"{arm:6s} {seed}: retain {final['retain_accuracy']:.3f} forget {final['forget_accuracy']:.3f}")
-    cache, online = result["retain"]["cache"], result["retain"]["online"]
+    cache = result["retain"]["cache"]
     result["mean_retain"] = {arm: sum(v) / len(v) for arm, v in result["retain"].items()}
-    result["max_abs_retain_diff"] = max(abs(c - o) for c, o in zip(cache, online))
+    result["max_abs_retain_diff"] = {arm: max(abs(c - o) for c, o in zip(cache, result["retain"][arm]))
+                                     for arm in args.arms if arm != "cache"}
     print(json.dumps(result))
 
 

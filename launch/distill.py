@@ -48,6 +48,9 @@ def parse_args(argv=None):
                    help=f"teacher-logit cache from launch/precompute.py (default with the demo teacher: {DEMO_CACHE})")
     p.add_argument("--online", action="store_true",
                    help="targets from the teacher run alongside the student (dense KL) instead of a cache")
+    p.add_argument("--rows-from-cache", default=None, metavar="CACHE",
+                   help="with --online: train on CACHE's rows in the order a --cache run reads them, its targets "
+                        "unused (an ablation where only the targets differ from --cache CACHE)")
     p.add_argument("--alpha", type=float, default=1.0, help="shrink-and-perturb mix: 0 = teacher, 1 = fresh")
     p.add_argument("--beta", type=float, default=None, help="noise scale (default: 1.0 at alpha 1, else 0.1)")
     p.add_argument("--student", default="perturb",
@@ -71,6 +74,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.online and args.cache:
         p.error("--online and --cache exclude each other")
+    if args.rows_from_cache and not args.online:
+        p.error("--rows-from-cache goes with --online (a --cache run reads its own cache's rows)")
     if not args.online and args.cache is None:
         if args.teacher != DEMO_TEACHER:
             p.error("choose the targets: --cache CACHE (from launch/precompute.py) or --online")
@@ -97,9 +102,13 @@ def check_teacher(args, tokenizer):
 
 
 def open_targets(args, tokenizer, student_vocab: int):
-    """The cache's manifest, checked against this run (teacher, tokenizer, vocab), or None when online."""
+    """The manifest of the cache the run reads, checked against it (tokenizer, vocab; for targets also the
+    teacher and temperature), or None when online on rows of its own."""
     if args.online:
-        return None
+        if args.rows_from_cache is None:
+            return None
+        expected = Expected(vocab_size=student_vocab, tokenizer=tokenizer_fingerprint(tokenizer))
+        return open_cache(args.rows_from_cache, expected)  # rows only: any teacher's cache will do
     if args.cache == DEMO_CACHE and not Path(DEMO_CACHE).exists():
         raise UserError(f"the demo cache {DEMO_CACHE} does not exist yet; make it with\n  {MAKE_DEMO_CACHE}")
     expected = Expected(vocab_size=student_vocab, tokenizer=tokenizer_fingerprint(tokenizer),
@@ -143,14 +152,16 @@ def main():
     n_teacher = count_parameters(teacher)
 
     stream, fused = None, args.loss_head == "fused"
-    if manifest is None:
+    if args.online:
         objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature, fused=fused)
     else:
         del teacher  # only its evaluation was needed: the cache holds its outputs
         objective = CachedDistillObjective(manifest.plan.mode, len(tokenizer), args.temperature, fused=fused)
+    if manifest is not None:
+        rows_of = args.rows_from_cache or args.cache
 
         def stream(start):
-            return CacheReader(args.cache, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
+            return CacheReader(rows_of, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
                                seed=cfg.seed, start=start, epochs=None)
 
     def model_fn():
@@ -162,7 +173,8 @@ def main():
                 raise UserError(str(e)) from e
         return StudentWithKLHead(model, objective.kind, len(tokenizer), args.temperature) if fused else model
 
-    targets = "online" if manifest is None else f"cache:{Path(args.cache).resolve()}"
+    targets = (f"cache:{Path(args.cache).resolve()}" if not args.online else
+               "online" if manifest is None else f"online:rows-of:{Path(args.rows_from_cache).resolve()}")
     run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()), "student": args.student,
            "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": targets,
            "temperature": args.temperature, "loss_head": args.loss_head, "retain_gap": args.retain_gap,
@@ -176,7 +188,7 @@ def main():
     steps = trainer.stopped_at or cfg.steps
     tokens = metrics.total(Path(args.out) / rundir.METRICS, "tokens/kd") if info.is_main else 0.0
     n_student = count_parameters(trainer.engine.module)
-    teacher_flops = 2.0 * n_teacher * tokens if manifest is None else 0.0  # a cache was paid for once, earlier
+    teacher_flops = 2.0 * n_teacher * tokens if args.online else 0.0  # a cache was paid for once, earlier
     trainer.finish({"stage": "distill", "stopped_by_criterion": trainer.stopped_at is not None, "steps": steps,
                     "tokens": int(tokens), "flops": 6.0 * n_student * tokens + teacher_flops,
                     "flops_note": "6 x student params per token, + 2 x teacher params per token when online "
