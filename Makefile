@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(PY) launch/undo.py --out $(RUNS) --nproc $(NPROC)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

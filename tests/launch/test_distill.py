@@ -176,15 +176,13 @@ def test_fused_head_matches_the_loss_on_materialised_logits(teacher, cache, tmp_
 
 def test_online_on_the_rows_of_a_cache_sees_the_cached_run_s_data(teacher, tmp_path):
     """--online --rows-from-cache reads the cache's rows in the cached run's order: with a cache that keeps
-    the whole vocabulary (top-k = vocab size), both runs' losses agree to the cache's rounding; an online
-    run on its own rows does not."""
+    the whole vocabulary (top-k = vocab size), both runs' losses agree to the cache's rounding."""
     full = tmp_path / "full-cache"
     vocab = len(build_char_tokenizer())
     check(run_deepspeed("launch/precompute.py", ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher",
                                                  str(teacher), "--out", str(full), "--rows", "96", "--seq-len", "32",
                                                  "--top-k", str(vocab)], nproc=1, timeout=600))
-    runs = {"cache": ("--cache", str(full)), "online-rows": ("--online", "--rows-from-cache", str(full)),
-            "online": ("--online",)}
+    runs = {"cache": ("--cache", str(full)), "online-rows": ("--online", "--rows-from-cache", str(full))}
     kd = {}
     for name, flag in runs.items():
         out = tmp_path / name
@@ -198,9 +196,9 @@ def test_online_on_the_rows_of_a_cache_sees_the_cached_run_s_data(teacher, tmp_p
     assert json.loads((tmp_path / "online-rows" / "summary.json").read_text())["targets"].startswith("online:rows-of:")
     assert len(kd["cache"]) == 4
     # Full-vocabulary targets differ from dense ones by the cache's rounding only (~5e-5 nats per token;
-    # measured: at most 1.4e-4 over 4 steps); other rows move the losses by 7e-4 to 3.5e-3.
+    # measured: at most 1.4e-4 over 4 steps). Other rows move the losses far more: a plain --online run
+    # (its own rows) differed from the cached run by 7e-4 to 3.5e-3 at these steps.
     assert kd["online-rows"] == pytest.approx(kd["cache"], rel=0, abs=3e-4)
-    assert kd["online"] != pytest.approx(kd["cache"], rel=0, abs=3e-4)
 
 
 def test_rows_from_cache_needs_online(teacher, cache, tmp_path):
