@@ -23,10 +23,10 @@ import json
 
 from distill.cache import open_cache
 from distill.rundir import SUMMARY
+from launch.distill import DEFAULTS
 from unlearn.experiment import student_args
 from unlearn.pipeline import Pipeline, Stage
 
-GLOBAL_BATCH = 32  # launch/distill.py's default
 ARMS = ("cache", "online", "online-rows")
 
 
@@ -59,26 +59,20 @@ def build_stages(args) -> list[Stage]:
     common = ["--teacher", args.teacher, "--alpha", f"{args.alpha:g}", *student_args(args.alpha),
               "--steps", str(args.steps), "--retain-gap", "-2", "--eval-every", str(args.eval_every),
               "--final-eval-per-format", str(args.final_eval_per_format)]
-    out = Path(args.out)
-    stages = []
-    for seed in args.seeds:
-        targets_of = {"cache": ["--cache", args.cache], "online": ["--online"],
-                      "online-rows": ["--online", "--rows-from-cache", args.cache]}
-        for arm in args.arms:
-            targets = targets_of[arm]
-            stages.append(Stage(f"{arm}:seed{seed}", "launch/distill.py", out / f"{arm}-seed{seed}",
-                                [*common, *targets, "--seed", str(seed)]))
-    return stages
+    targets = {"cache": ["--cache", args.cache], "online": ["--online"],
+               "online-rows": ["--online", "--rows-from-cache", args.cache]}
+    return [Stage(f"{arm}:seed{seed}", "launch/distill.py", Path(args.out) / f"{arm}-seed{seed}",
+                  [*common, *targets[arm], "--seed", str(seed)]) for seed in args.seeds for arm in args.arms]
 
 
 def main():
     args = parse_args()
     if not (Path(args.teacher) / "model.safetensors").is_file():
         sys.exit(f"teacher {args.teacher} not found: run `make demo` first (or pass --teacher)")
-    rows = open_cache(args.cache).plan.records
-    if rows < args.steps * GLOBAL_BATCH:
-        print(f"note: the cache holds {rows} rows and a student reads {args.steps * GLOBAL_BATCH}: the cached arm "
-              "reads some rows twice, the online arm never", flush=True)
+    rows, wanted = open_cache(args.cache).plan.records, args.steps * DEFAULTS.global_batch
+    if rows < wanted:
+        print(f"note: the cache holds {rows} rows and a student reads {wanted}: the cached arm reads some rows "
+              "twice, the online arm never", flush=True)
     stages = build_stages(args)
     Pipeline(Path(args.out), stages, args.nproc, "ds_configs/zero3.json", overwrite=False, jobs=args.jobs).run()
     result = {"alpha": args.alpha, "steps": args.steps, "seeds": args.seeds, "retain": {}, "forget": {}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -53,17 +54,13 @@ def run_stage(script: str, args: list[str], nproc: int, log: Path | None = None)
     with the command that failed (and the log's path)."""
     cmd = deepspeed_command(script, args, nproc)
     line = "$ " + " ".join(cmd)
-    if log is None:
-        print(line, flush=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if log is None:
-            result = subprocess.run(cmd, env=stage_env(), cwd=REPO)
-        else:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a") as out:
-                out.write(line + "\n")
-                out.flush()
-                result = subprocess.run(cmd, env=stage_env(), cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        with open(log, "a") if log is not None else contextlib.nullcontext(sys.stdout) as out:
+            print(line, file=out, flush=True)
+            result = subprocess.run(cmd, env=stage_env(), cwd=REPO, stdout=None if log is None else out,
+                                    stderr=None if log is None else subprocess.STDOUT)
     finally:
         release_job_shm(cmd)
     if result.returncode != 0:

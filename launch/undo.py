@@ -56,8 +56,8 @@ def parse_args(argv=None):
         args.alphas = [float(a) for a in args.alphas.split(",") if a]
     except ValueError:
         p.error(f"--alphas {args.alphas!r}: expected comma-separated numbers in [0, 1]")
-    if args.jobs < 1 or args.nproc < 1:
-        p.error(f"--jobs {args.jobs} and --nproc {args.nproc} must be >= 1")
+    if args.nproc < 1:  # --jobs is checked by the Pipeline
+        p.error(f"--nproc {args.nproc} must be >= 1")
     if any(not 0.0 <= a <= 1.0 for a in args.alphas) or len(set(args.alphas)) != len(args.alphas):
         p.error(f"--alphas {args.alphas}: each in [0, 1], none repeated")
     return args

@@ -34,7 +34,6 @@ class Stage:
     out: Path
     args: list[str]
     upstream: list[str] = field(default_factory=list)
-    in_the_way: bool = False  # set when started: an output from other settings is there (needs --overwrite)
 
     @property
     def done_file(self) -> Path:
@@ -87,7 +86,8 @@ class Pipeline:
                             "Pass --overwrite to redo them, or choose another --out")
 
     def log_path(self, stage: Stage) -> Path | None:
-        name = re.sub(r"[^A-Za-z0-9.]+", "-", stage.name.replace("=", ""))  # relearn:undo:m:alpha=1 -> relearn-undo-m-alpha1
+        # relearn:undo:m:alpha=1 -> relearn-undo-m-alpha1
+        name = re.sub(r"[^A-Za-z0-9.]+", "-", stage.name.replace("=", ""))
         return self.out / "logs" / f"{name}.log" if self.jobs > 1 else None
 
     def downstream(self, name: str) -> set[str]:
@@ -100,6 +100,8 @@ class Pipeline:
         pending, running = list(self.stages.values()), {}  # running: {name: (stage, key, start time)}
         finished: queue.Queue = queue.Queue()
         failures: list[BaseException] = []
+        # Stages that others wait for go first (unlearning before an attack on the base model).
+        pending.sort(key=lambda st: -len(self.downstream(st.name)))
         t0 = time.time()
         while pending or running:
             if not failures:
@@ -130,8 +132,6 @@ class Pipeline:
 
     def _start_ready(self, pending: list, running: dict, finished: queue.Queue) -> None:
         """Start (or skip) pending stages whose upstream stages are finished, while job slots are free."""
-        # Stages that others wait for go first (unlearning before an attack on the base model).
-        pending.sort(key=lambda st: -len(self.downstream(st.name)))
         progress = True
         while progress and len(running) < self.jobs:
             progress = False
@@ -139,15 +139,17 @@ class Pipeline:
                 if any(u in running or any(p.name == u for p in pending) for u in stage.upstream):
                     continue
                 pending.remove(stage)
-                key = self._begin(stage)
-                if key is not None:
+                begun = self._begin(stage)
+                if begun is not None:
+                    key, in_the_way = begun
                     running[stage.name] = (stage, key, time.time())
-                    threading.Thread(target=self._work, args=(stage, finished), daemon=True).start()
+                    threading.Thread(target=self._work, args=(stage, in_the_way, finished), daemon=True).start()
                 progress = True
                 break
 
-    def _begin(self, stage: Stage) -> dict | None:
-        """Skip a stage finished under its key (None), else record it as started and return its key."""
+    def _begin(self, stage: Stage) -> tuple[dict, bool] | None:
+        """Skip a stage finished under its key (None), else record it as started and return its key and
+        whether an output from other settings is in the way (to be replaced: --overwrite)."""
         key = stage_key(stage, self.stages)
         before = self.record.get(stage.name, {})
         if stage.done_file.exists() and before.get("key") == key:  # finished under this key
@@ -162,23 +164,19 @@ class Pipeline:
         if stage.done_file.exists() and not self.overwrite:
             raise UserError(f"{stage.name} ({stage.out}) was made from other upstream results; pass --overwrite "
                             "to redo it")
-        stage.in_the_way = stage.out.exists() and before.get("key") != key
+        in_the_way = stage.out.exists() and before.get("key") != key
         log = self.log_path(stage)
-        print(f"[undo] {stage.name}: {'redoing' if stage.in_the_way else 'running'} -> {stage.out}"
+        print(f"[undo] {stage.name}: {'redoing' if in_the_way else 'running'} -> {stage.out}"
               + (f" (log: {log})" if log else ""), flush=True)
         self._save(stage, key, finished=False)
-        return key
+        return key, in_the_way
 
-    def _work(self, stage: Stage, finished: queue.Queue) -> None:
+    def _work(self, stage: Stage, in_the_way: bool, finished: queue.Queue) -> None:
         """A worker thread: run the stage's job to its end and report (name, None or the exception)."""
-        extra = ["--overwrite"] if stage.in_the_way and self.overwrite else []
+        extra = ["--overwrite"] if in_the_way and self.overwrite else []
         args = ["--ds_config", self.ds_config, "--out", str(stage.out), *stage.args, *extra]
-        log = self.log_path(stage)
         try:
-            if log is None:
-                run_stage(stage.script, args, self.nproc)
-            else:
-                run_stage(stage.script, args, self.nproc, log=log)
+            run_stage(stage.script, args, self.nproc, log=self.log_path(stage))
             finished.put((stage.name, None))
         except BaseException as e:  # noqa: BLE001 -- handed to the main thread, which raises it
             finished.put((stage.name, e))

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from transformers import Gemma2Config, Gemma2ForCausalLM
 
 from unlearn.evaluate import greedy_generate, report, score
