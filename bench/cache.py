@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/cache.py [--synthetic-records 2048] [--teacher-batches 3]
 
-Data: the real Gemma-3-270M top-64 outputs in ../shared/data (2,048 positions, V = 262,144) and, for
+Data: the real Gemma-3-270M top-64 outputs in tests/data (2,048 positions, V = 262,144) and, for
 scale, synthetic positions with the same statistics (see `synthesize`). Figures:
 - bytes per token, everything in the cache directory included (shards with their headers and id
   tables, manifest), and the mean KL between the exact and the decoded (top-k + tail) targets;
@@ -37,7 +37,7 @@ from distill.cache.precompute import PrecomputeOptions
 from distill.cache.reader import ShardDecoder, records_of_chunk
 from distill.cache.values import sparse_kl
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "gemma3-270m-top64.npz"
+REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "gemma3-270m-top64.npz"  # tests/data/README.md
 SEQ = 512  # the real data's sequence length
 TARGETS = {"bytes_per_token": 128, "decode_tokens_per_s": 1e6, "mean_kl_nats": 1e-4, "precompute_overhead": 0.10}
 

@@ -10,7 +10,7 @@ import torch
 from distill.cache import CachePlan, CacheWriter, make_plan, prepare
 from distill.cache.precompute import PrecomputeOptions
 
-REAL = Path(__file__).resolve().parents[4] / "shared" / "data" / "gemma3-270m-top64.npz"
+REAL = Path(__file__).resolve().parents[2] / "data" / "gemma3-270m-top64.npz"  # tests/data/README.md
 
 
 def real_rows() -> dict[str, np.ndarray]:
