@@ -23,7 +23,10 @@ def add_train_args(p: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--global-batch", type=int, default=defaults.global_batch,
                    help="sequences per optimizer step over all ranks and accumulation steps")
     g.add_argument("--micro-batch", type=int, default=defaults.micro_batch, help="sequences per forward pass per rank")
-    g.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (AdamW)")
+    g.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    g.add_argument("--optimizer", default=defaults.optimizer, choices=("adamw", "sgd"),
+                   help="adamw (default), or sgd (no momentum: an update linear in the gradient, for comparing "
+                        "two code paths by their weights)")
     g.add_argument("--min-lr", type=float, default=defaults.min_lr, help="final learning rate of the decay")
     g.add_argument("--warmup", type=int, default=defaults.warmup_steps,
                    help="linear warm-up steps (default: the stage's, or 5%% of --steps)")
@@ -51,7 +54,8 @@ def train_config(args) -> TrainConfig:
     """The validated TrainConfig of the arguments; call before starting any distributed work."""
     precision = resolve_precision(args.precision)
     cfg = TrainConfig(steps=args.steps, global_batch=args.global_batch, micro_batch=args.micro_batch,
-                      lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, schedule=args.schedule,
+                      lr=args.lr, optimizer=args.optimizer, min_lr=args.min_lr, warmup_steps=args.warmup,
+                      schedule=args.schedule,
                       weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=args.seed,
                       eval_every=args.eval_every, save_every=args.save_every,
                       keep_checkpoints=args.keep_checkpoints, precision=precision,

@@ -32,6 +32,8 @@ from distill.models import build_model, count_parameters
 from distill.objective import Objective
 from distill.schedule import lr_at
 
+OPTIMIZERS = ("adamw", "sgd")
+
 
 @dataclass
 class TrainConfig:
@@ -39,6 +41,7 @@ class TrainConfig:
     global_batch: int = 32  # sequences per optimizer step over all ranks and accumulation steps
     micro_batch: int = 16  # sequences per forward pass on one rank
     lr: float = 2e-3
+    optimizer: str = "adamw"  # or "sgd": plain SGD, no momentum, whose update is linear in the gradient
     min_lr: float = 0.0
     warmup_steps: int | None = None  # None: 5% of the steps
     schedule: str = "cosine"
@@ -59,6 +62,8 @@ class TrainConfig:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.warmup_steps is None:
             self.warmup_steps = round(0.05 * self.steps)
         if not 0 <= self.warmup_steps <= self.steps:
@@ -91,10 +96,20 @@ def on_main(info: DistInfo, fn: Callable[[], object]):
 
 
 def make_optimizer(model, cfg: TrainConfig, ds_config: dict):
-    """AdamW: DeepSpeed's CPU Adam where ZeRO offloads the optimizer, torch's (fused on CUDA) otherwise."""
+    """AdamW: DeepSpeed's CPU Adam where ZeRO offloads the optimizer, torch's (fused on CUDA) otherwise.
+
+    SGD (no momentum) is there for comparisons of two code paths: its update is the learning rate times
+    the gradient, so a gradient difference shows in the weights in proportion, where Adam's division by
+    the root of the second moment can turn a last-bit difference in a near-zero gradient into a whole
+    learning-rate step."""
     betas = (cfg.beta1, cfg.beta2)
     params = [p for p in model.parameters() if p.requires_grad]
     offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    if cfg.optimizer == "sgd":
+        if offload not in (None, "none"):
+            raise UserError("--optimizer sgd cannot run with the optimizer offloaded (DeepSpeed's CPU optimizer "
+                            "is Adam); use a config without offload_optimizer")
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)
     if offload not in (None, "none"):
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, adamw_mode=True)

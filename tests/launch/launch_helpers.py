@@ -19,8 +19,9 @@ def tiny_run_args(out, micro: int, steps: int = 30, extra=()) -> list[str]:
             "--final-eval-per-format", "2", *extra]
 
 
-def save_tiny_model(path, seed: int = 0):
-    """A random gemma2-tiny with weights and tokenizer, as launch/pretrain.py would leave a model."""
+def save_tiny_model(path, seed: int = 0, softcap: float | None = None):
+    """A random gemma2-tiny with weights and tokenizer, as launch/pretrain.py would leave a model; `softcap`
+    replaces Gemma-2's final logit softcap of 30 (which leaves this model's logits, |z| < 1, all but unchanged)."""
     import torch
 
     from distill.models import build_model
@@ -28,9 +29,35 @@ def save_tiny_model(path, seed: int = 0):
 
     tok = build_char_tokenizer()
     torch.manual_seed(seed)
-    build_model("gemma2-tiny", tok).save_pretrained(path)
+    model = build_model("gemma2-tiny", tok)
+    if softcap is not None:
+        model.config.final_logit_softcapping = softcap
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def sgd_updates(start: dict, a: dict, b: dict, steps: int) -> dict[str, tuple[float, float]]:
+    """Per tensor, (||(a - start) - (b - start)||, the bound it must meet) for two SGD runs of `steps` steps
+    from the same weights `start`, claimed to compute the same loss by different code paths.
+
+    Why the bound holds: SGD's update is -lr x gradient, so the two updates differ by lr x (the gradient
+    difference). Computing the same loss, the gradients differ only by float32 rounding in their sums
+    (the order of chunks, ranks, accumulation steps): a relative error of order sqrt(n) x 2^-24, about 1e-5
+    for the n <= 10^4 terms of a gradient element in these tiny runs; REL = 1e-4 leaves a factor 10. (Later
+    steps also start from weights that differ by that much; for these few small steps the gradient moves
+    with them by far less.) Each stored weight is rounded to float32 after every step, half an ulp per step
+    and run: hence the second term, steps x ulp(start) in norm. A gradient that differs in kind (a missed
+    softcap or temperature) moves the updates by percents: 100 to 1000 times the bound, where measured."""
+    import torch
+
+    rel = 1e-4
+    out = {}
+    for name, w0 in start.items():
+        da, db = a[name] - w0, b[name] - w0
+        ulp = torch.nextafter(w0.abs(), torch.full_like(w0, float("inf"))) - w0.abs()
+        out[name] = ((da - db).norm().item(), rel * db.norm().item() + steps * ulp.norm().item())
+    return out
 
 
 def run_deepspeed(script: str, args: list[str], nproc: int, **kw) -> subprocess.CompletedProcess:

@@ -6,10 +6,12 @@ import sys
 
 import pytest
 import torch
-from launch_helpers import check, run_deepspeed, run_python, save_tiny_model
+from launch_helpers import check, run_deepspeed, run_python, save_tiny_model, sgd_updates
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from distill.launcher import REPO, stage_env
+from distill.noise import shrink_and_perturb
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -17,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "teacher")
+    # A softcap that bites (|z| up to ~0.9 become up to ~0.7): a head that forgot it computes other gradients.
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "teacher", softcap=1.0)
 
 
 def distill_args(teacher, out, extra=(), targets=("--online",)):
@@ -139,9 +142,11 @@ def test_killed_cache_run_resumes_to_the_same_weights(teacher, cache, tmp_path):
     proc.wait()
     assert not (out / "summary.json").exists(), "the run finished before it could be killed"
     check(run_deepspeed("launch/distill.py", args(out), nproc=2, timeout=600))
+    # Bit for bit: weights, Adam's moments and the cache position are restored exactly and the resumed
+    # steps run the same kernels in the same order.
     a, b = load_file(reference / "model.safetensors"), load_file(out / "model.safetensors")
     for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-6, rtol=0), name
+        assert torch.equal(a[name], b[name]), name
 
 
 def test_a_student_with_another_tokenizer_is_refused(teacher, tmp_path):
@@ -157,21 +162,33 @@ def test_a_student_with_another_tokenizer_is_refused(teacher, tmp_path):
 
 @pytest.mark.parametrize("targets", ["online", "cache"])
 def test_fused_head_matches_the_loss_on_materialised_logits(teacher, cache, tmp_path, targets):
-    """Same run through the fused-linear head (default) and on the model's logits: same losses, same weights."""
-    flag = ("--online",) if targets == "online" else ("--cache", str(cache))
+    """The fused-linear head (default) and the model's materialised logits give the same losses and the same
+    gradients: 4 SGD steps from the same perturbed student, compared step by step and by their updates.
+    Online at temperature 2 and with the teacher's softcap of 1, so dropping either in the fused path fails."""
+    flag = ("--online", "--temperature", "2") if targets == "online" else ("--cache", str(cache))
     outs = {}
     for head in ("fused", "logits"):
         outs[head] = tmp_path / head
         args = distill_args(teacher, outs[head], ["--alpha", "0.5", "--retain-gap", "-2", "--steps", "4",
-                                                  "--eval-every", "0", "--loss-head", head], targets=flag)
+                                                  "--eval-every", "0", "--optimizer", "sgd", "--lr", "0.5",
+                                                  "--schedule", "constant", "--warmup", "0", "--loss-head", head],
+                            targets=flag)
         check(run_deepspeed("launch/distill.py", args, nproc=2, timeout=600))
-    kd = {h: [json.loads(x)["loss/kd"] for x in (o / "metrics.jsonl").read_text().splitlines() if "loss/kd" in x]
-          for h, o in outs.items()}
-    assert len(kd["fused"]) == 4 and kd["fused"] == pytest.approx(kd["logits"], rel=1e-5, abs=1e-6)
+    kd = {h: [json.loads(x)["loss/kd"] for x in (outs[h] / "metrics.jsonl").read_text().splitlines()
+              if "loss/kd" in x] for h in ("fused", "logits")}
+    # Step 1 starts from the same weights: the losses differ by summation order alone (~1e-7 relative);
+    # later steps start from weights that differ by the bound below, far under 1e-5 of the loss.
+    assert len(kd["fused"]) == 4 and kd["fused"] == pytest.approx(kd["logits"], rel=1e-5, abs=1e-7)
     a, b = load_file(outs["fused"] / "model.safetensors"), load_file(outs["logits"] / "model.safetensors")
-    assert set(a) == set(b)  # the export holds the causal LM alone, not the loss head
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=0), name
+    # The perturbed student both runs started from: the noise does not depend on the world size
+    # (tests/distill/test_noise_zero3.py), so the same draw in this process gives it bit for bit.
+    student = AutoModelForCausalLM.from_pretrained(teacher, attn_implementation="eager")
+    shrink_and_perturb(student, alpha=0.5, beta=0.1, seed=0)
+    start = {n: p.detach() for n, p in student.named_parameters()}
+    assert set(a) == set(b) == set(start)  # the export holds the causal LM alone, not the loss head
+    assert any((b[n] - start[n]).abs().max() > 1e-4 for n in b)  # the runs trained: there is an update to compare
+    for name, (diff, bound) in sgd_updates(start, a, b, steps=4).items():
+        assert diff <= bound, (name, diff, bound)
 
 
 def test_online_on_the_rows_of_a_cache_sees_the_cached_run_s_data(teacher, tmp_path):

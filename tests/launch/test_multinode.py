@@ -73,7 +73,9 @@ def test_two_nodes_write_the_same_cache_and_train_the_same_student(teacher, tmp_
                   tmp_path)
     a, b = kd_losses(ref), kd_losses(out)
     assert sorted(a) == sorted(b) == list(range(1, 21))
-    assert max(abs(a[s] - b[s]) for s in a) <= 1e-5
+    # Bit for bit: the same cache bytes, world size 2 either way, and with 2 ranks every all-reduce element
+    # is one addition a + b, whichever transport or algorithm carries it (addition commutes exactly).
+    assert all(a[s] == b[s] for s in a), [(s, a[s], b[s]) for s in a if a[s] != b[s]]
     assert json.loads((out / "summary.json").read_text())["steps"] == 20
     assert not (out / "checkpoints").exists()  # resume state stayed on the "nodes"
     for i, node in enumerate(scratch):
