@@ -1,8 +1,11 @@
 """Shrink-and-perturb: the "Noise" of UNDO, applied to ZeRO-3 partitions in place.
 
-For every selected parameter p:    p <- (1 - alpha) * p + alpha * beta * N
-with N a fresh Xavier/Glorot-uniform draw, U(+-sqrt(6 / (fan_in + fan_out))), for 2-D weights (the tied
-embedding / output matrix included) and N = 0 for 1-D parameters (norm weights, biases). alpha = 1,
+For every selected 2-D (or larger) weight:    p <- (1 - alpha) * p + alpha * beta * N
+with N a fresh Xavier/Glorot-uniform draw, U(+-sqrt(6 / (fan_in + fan_out))) (the tied embedding / output
+matrix included). For every selected 1-D parameter (norm weights, biases):    p <- (1 - alpha) * p + alpha * p0
+with p0 the value the architecture initialises it to, asked of the model's own `_init_weights`: 0 for
+Gemma's RMSNorm (it scales by 1 + w), 1 for Llama / Qwen / Mistral RMSNorm and LayerNorm weights (they
+scale by w: shrinking those toward 0 would zero every normalised activation), 0 for biases. alpha = 1,
 beta = 1 is a fresh random init (Unlearn-and-Distill); alpha = 0 leaves the teacher unchanged.
 
 World-size invariance: the draw for a parameter comes from its own generator, seeded by (seed, name),
@@ -14,6 +17,7 @@ is bit-identical on 1 or N ranks. Peak extra memory is one parameter's draw. App
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -47,12 +51,47 @@ def _partition_slice(param, flat: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _update(target: torch.Tensor, noise: torch.Tensor | None, alpha: float, beta: float) -> None:
-    """target <- (1 - alpha) target + alpha beta noise, computed in fp32, stored in target's dtype."""
+def _update(target: torch.Tensor, toward: torch.Tensor | None, alpha: float, weight: float) -> None:
+    """target <- (1 - alpha) target + weight toward (None: 0), computed in fp32, stored in target's dtype."""
     value = target.float() * (1.0 - alpha)
-    if noise is not None:
-        value += (alpha * beta) * noise.to(value.device)
+    if toward is not None:
+        value += weight * toward.to(value.device)
     target.copy_(value.to(target.dtype))
+
+
+def _owner(model, name: str) -> tuple[torch.nn.Module, str]:
+    module_name, _, attr = name.rpartition(".")
+    return (model.get_submodule(module_name) if module_name else model), attr
+
+
+@torch.no_grad()
+def init_value(model, name: str, seed: int) -> torch.Tensor:
+    """The value a fresh init of `model`'s architecture gives the 1-D parameter `name` (fp32, full shape).
+
+    The owning module is copied without its tensors (fresh placeholders: NaN for 1-D, meta for the rest,
+    so nothing of the model is touched or gathered) and initialised by the model's own `_init_weights`,
+    or the module's `reset_parameters` outside Hugging Face. A random init draws from (seed, name)."""
+    module, attr = _owner(model, name)
+    clone = copy.copy(module)
+    clone._modules = {}
+    clone._buffers = {k: None if b is None else b.detach().clone() for k, b in module._buffers.items()}
+    clone._parameters = {}
+    for key, p in module._parameters.items():
+        shape = tuple(getattr(p, "ds_shape", p.shape)) if p is not None else None
+        clone._parameters[key] = None if p is None else torch.nn.Parameter(
+            torch.full(shape, float("nan")) if len(shape) == 1 else torch.empty(shape, device="meta"))
+    init = getattr(model, "_init_weights", None) or (lambda m: m.reset_parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(param_generator(seed, name).initial_seed())
+        try:
+            init(clone)
+        except AttributeError as e:
+            raise ValueError(f"cannot tell the initial value of {name}: {type(module).__name__} has no init") from e
+    value = clone._parameters[attr].detach().float()
+    if torch.isnan(value).any():
+        raise ValueError(f"cannot tell the initial value of {name}: the model's init leaves "
+                         f"{type(module).__name__}.{attr} untouched")
+    return value
 
 
 @torch.no_grad()
@@ -68,14 +107,17 @@ def shrink_and_perturb(model, alpha: float, beta: float, seed: int, pattern: str
         if not chosen.search(name):
             continue
         shape = tuple(getattr(param, "ds_shape", param.shape))
-        noise = xavier_uniform(shape, param_generator(seed, name)) if len(shape) >= 2 and beta > 0 else None
+        if len(shape) >= 2:  # toward beta x noise
+            toward, weight = (xavier_uniform(shape, param_generator(seed, name)) if beta > 0 else None), alpha * beta
+        else:  # toward the architecture's init
+            toward, weight = init_value(model, name, seed), alpha
         if hasattr(param, "ds_tensor"):  # a ZeRO-3 partition is the source of truth
-            flat = None if noise is None else noise.reshape(-1)
-            _update(param.ds_tensor, None if flat is None else _partition_slice(param, flat), alpha, beta)
+            flat = None if toward is None else toward.reshape(-1)
+            _update(param.ds_tensor, None if flat is None else _partition_slice(param, flat), alpha, weight)
             if param.numel() == param.ds_numel:  # also gathered right now: keep both views equal
-                _update(param.data, noise, alpha, beta)
+                _update(param.data, toward, alpha, weight)
         else:
-            _update(param.data, noise, alpha, beta)
+            _update(param.data, toward, alpha, weight)
         touched.append(name)
     if not touched:
         raise ValueError(f"no parameter name matches the perturbation pattern {pattern!r}")

@@ -64,3 +64,47 @@ def test_bad_settings(tok):
         shrink_and_perturb(fresh(tok), 1.5, 0.1, seed=0)
     with pytest.raises(ValueError, match="no parameter name matches"):
         shrink_and_perturb(fresh(tok), 0.5, 0.1, seed=0, pattern="nothing-like-this")
+
+
+def tiny_llama(tok, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # a "trained" teacher: norms away from their init of 1
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def test_llama_at_alpha_one_is_a_fresh_init_of_its_own_architecture(tok):
+    """Llama's RMSNorm scales by w (init 1): at alpha 1 its norms return to 1, not 0, and the logits live."""
+    model = tiny_llama(tok)
+    shrink_and_perturb(model, alpha=1.0, beta=1.0, seed=3)
+    norms = [(n, p) for n, p in model.named_parameters() if p.dim() == 1]
+    assert norms and all(torch.equal(p, torch.ones_like(p)) for _, p in norms), [n for n, _ in norms]
+    logits = model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits
+    assert logits.abs().max() > 0.1  # zeroed norms would give all-zero logits
+
+
+def test_partial_alpha_moves_llama_norms_toward_one(tok):
+    model, teacher = tiny_llama(tok), tiny_llama(tok)
+    shrink_and_perturb(model, alpha=0.6, beta=0.1, seed=5)
+    name = "model.layers.0.input_layernorm.weight"
+    expected = teacher.get_parameter(name) * 0.4 + 0.6
+    assert torch.allclose(model.get_parameter(name), expected, atol=1e-7)
+
+
+def test_gemma_norms_go_to_zero_their_identity(tok):
+    model, teacher = fresh(tok), fresh(tok)
+    with torch.no_grad():
+        for (_, p), (_, q) in zip(model.named_parameters(), teacher.named_parameters()):
+            if p.dim() == 1:
+                p.uniform_(-0.5, 0.5)
+                q.copy_(p)
+    shrink_and_perturb(model, alpha=0.25, beta=0.1, seed=5)
+    name = "model.norm.weight"
+    assert torch.equal(model.get_parameter(name), (teacher.get_parameter(name).float() * 0.75))
