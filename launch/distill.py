@@ -6,7 +6,11 @@
 With only --ds_config it distills the demo teacher (runs/unlearned-maxent) at alpha 1 (fresh init:
 Unlearn-and-Distill). The student is the teacher shrunk and perturbed, p <- (1 - alpha) p + alpha beta N,
 or another architecture (--student PRESET|DIR) sharing the teacher's tokenizer. Training stops when the
-student's retain accuracy is within --retain-gap of the teacher's, or at --steps.
+student's retain metric is within --retain-gap of the teacher's (arithmetic: accuracy, an absolute gap;
+--task text: cross-entropy, a relative gap), or at --steps. Your own model and corpora:
+
+    deepspeed launch/distill.py --ds_config ds_configs/zero3.json --task text --teacher runs/unlearned \\
+        --data corpus.jsonl --forget-data forget.jsonl --retain-data retain.jsonl --cache runs/cache --alpha 1
 """
 
 import sys
@@ -28,9 +32,7 @@ from distill.frozen import build_frozen
 from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective, StudentWithKLHead
 from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
 from distill.noise import shrink_and_perturb
-from unlearn.evaluate import score
-from unlearn.tasks.arithmetic import FORGET_OPS, OPS, RETAIN_OPS, PackedArithmeticDataset, eval_problems
-from unlearn.tasks.tokenizer import build_char_tokenizer
+from unlearn.tasks import add_task_args
 
 DEMO_TEACHER = "runs/unlearned-maxent"
 DEMO_CACHE = "runs/cache-maxent"
@@ -38,7 +40,6 @@ MAKE_DEMO_CACHE = (f"deepspeed --num_gpus 2 launch/precompute.py --ds_config ds_
                    f"--teacher {DEMO_TEACHER} --out {DEMO_CACHE}")
 DEFAULTS = TrainConfig(steps=1200, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4, eval_every=100,
                        save_every=100)
-CRITERION_EVAL_SEED = 7
 
 
 def parse_args(argv=None):
@@ -60,13 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--loss-head", default="fused", choices=("fused", "logits"),
                    help="fused: the KL straight from the final hidden states, chunked, never holding the "
                         "(tokens x vocab) logits; logits: on the model's materialised logits (for comparison)")
+    task = add_task_args(p, "distill", argv)
     p.add_argument("--retain-gap", type=float, default=0.05,
-                   help="stop when the student's retain accuracy is at most this far below the teacher's")
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--word-fraction", type=float, default=0.05)
-    p.add_argument("--eval-per-format", type=int, default=100,
-                   help="retain problems per op and format in the criterion evaluations (forget ops get 20)")
-    p.add_argument("--final-eval-per-format", type=int, default=100)
+                   help=f"stop when the student's retain metric is this close to the teacher's: {task.gap_help}")
     add_train_args(p, DEFAULTS)
     for action in p._actions:  # --out defaults to a name derived from the teacher and alpha
         if action.dest == "out":
@@ -84,7 +81,7 @@ def parse_args(argv=None):
         args.beta = 1.0 if args.alpha == 1.0 else 0.1
     if args.out is None:
         args.out = f"runs/undo-{Path(args.teacher).name.removeprefix('unlearned-')}-alpha{args.alpha:g}"
-    return args
+    return args, task(args, "distill")
 
 
 def check_teacher(args, tokenizer):
@@ -101,7 +98,7 @@ def check_teacher(args, tokenizer):
         check_tokenizer_matches(args.student, tokenizer)
 
 
-def open_targets(args, tokenizer, student_vocab: int):
+def open_targets(args, task, tokenizer, student_vocab: int):
     """The manifest of the cache the run reads, checked against it (tokenizer, vocab; for targets also the
     teacher and temperature), or None when online on rows of its own."""
     if args.online:
@@ -114,6 +111,7 @@ def open_targets(args, tokenizer, student_vocab: int):
     expected = Expected(vocab_size=student_vocab, tokenizer=tokenizer_fingerprint(tokenizer),
                         teacher=teacher_fingerprint(args.teacher))
     manifest = open_cache(args.cache, expected)
+    task.check_cache_rows(manifest.plan.dataset_description, args.cache, tokenizer)
     if manifest.plan.temperature != args.temperature:
         raise UserError(f"--temperature {args.temperature} differs from the cache's {manifest.plan.temperature}: "
                         "its targets were computed at that temperature")
@@ -121,33 +119,23 @@ def open_targets(args, tokenizer, student_vocab: int):
 
 
 def main():
-    args = parse_args()
-    tokenizer = build_char_tokenizer()
+    args, task = parse_args()
+    tokenizer = task.tokenizer(args.teacher)
     check_teacher(args, tokenizer)
     s_spec = args.teacher if args.student == "perturb" else args.student
     s_config = model_config(s_spec, tokenizer)
     cfg = train_config(args)
-    manifest = open_targets(args, tokenizer, s_config.vocab_size)
+    manifest = open_targets(args, task, tokenizer, s_config.vocab_size)
     if manifest is None:
-        try:
-            dataset = PackedArithmeticDataset(tokenizer, OPS, args.seq_len, num_rows=cfg.steps * cfg.global_batch,
-                                              seed=cfg.seed + 1, word_fraction=args.word_fraction)
-        except ValueError as e:
-            raise UserError(str(e)) from e
+        dataset = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed + 1)
     else:
         dataset = manifest.plan.records
     load_ds_config(args.ds_config)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, s_config.hidden_size)
     teacher = build_frozen(args.teacher, tokenizer, ds_config, info.device)
-    # A validation set (its own seed, not the final test set): retain ops at full size, since the stop
-    # decision rests on them; forget ops smaller, only to watch that they stay suppressed.
-    criterion_set = (eval_problems(RETAIN_OPS, args.eval_per_format, seed=CRITERION_EVAL_SEED)
-                     + eval_problems(FORGET_OPS, min(args.eval_per_format, 20), seed=CRITERION_EVAL_SEED))
-
-    def evaluate(model, problems=criterion_set):
-        return score(model, tokenizer, problems, rank=info.rank, world=info.world_size, device=info.device)
-
+    # A validation set of its own (not the final test set): the stop decision rests on it.
+    evaluate = task.evaluation(tokenizer, "criterion", info)
     teacher_eval = evaluate(teacher)
     n_teacher = count_parameters(teacher)
 
@@ -178,14 +166,13 @@ def main():
     run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()), "student": args.student,
            "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": targets,
            "temperature": args.temperature, "loss_head": args.loss_head, "retain_gap": args.retain_gap,
-           "seq_len": args.seq_len, "word_fraction": args.word_fraction}
+           "task": task.name, "rows": task.rows_description()}
     trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, dataset, objective, Path(args.out), run,
                       overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn, stream=stream)
-    goal = teacher_eval["retain_accuracy"] - args.retain_gap
-    trainer.train(stop=lambda result: result["retain_accuracy"] >= goal)
-    final = trainer.run_eval(trainer.stopped_at or cfg.steps,
-                             lambda model: evaluate(model, eval_problems(OPS, args.final_eval_per_format)))
+    criterion, stop = task.criterion(teacher_eval, args.retain_gap)
+    trainer.train(stop=stop)
     steps = trainer.stopped_at or cfg.steps
+    final = trainer.run_eval(steps, task.evaluation(tokenizer, "final", info))
     tokens = metrics.total(Path(args.out) / rundir.METRICS, "tokens/kd") if info.is_main else 0.0
     n_student = count_parameters(trainer.engine.module)
     teacher_flops = 2.0 * n_teacher * tokens if args.online else 0.0  # a cache was paid for once, earlier
@@ -193,11 +180,11 @@ def main():
                     "tokens": int(tokens), "flops": 6.0 * n_student * tokens + teacher_flops,
                     "flops_note": "6 x student params per token, + 2 x teacher params per token when online "
                                   "(no attention term)", "targets": targets,
-                    "alpha": args.alpha, "beta": args.beta, "teacher_retain_accuracy": teacher_eval["retain_accuracy"],
-                    "criterion": f"retain_accuracy >= {goal:.4f}", "evaluation": final})
+                    "alpha": args.alpha, "beta": args.beta, f"teacher_{task.retain_metric}": teacher_eval[
+                        task.retain_metric], "criterion": criterion, "evaluation": final})
     if info.is_main:
         print(f"distilled {args.out}: {steps} steps (criterion {'met' if trainer.stopped_at else 'not met'}), "
-              f"retain {final['retain_accuracy']:.3f} forget {final['forget_accuracy']:.3f}")
+              f"{task.headline(final)}")
 
 
 if __name__ == "__main__":

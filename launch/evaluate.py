@@ -1,9 +1,12 @@
-"""Score a model on the arithmetic testbed's held-out problems (greedy decoding, exact match).
+"""Score a model (one process): on the arithmetic testbed's held-out problems (greedy decoding, exact match),
+or with --task text on held-out forget / retain text (cross-entropy in nats per token, top-1 accuracy).
 
     python launch/evaluate.py --model runs/base --out runs/base/eval.json
+    python launch/evaluate.py --task text --model MODEL_DIR --forget-eval f.jsonl --retain-eval r.jsonl --out e.json
 
-Writes {"accuracy": {op: a}, "equation_accuracy": {...}, "word_accuracy": {...},
-"retain_accuracy": mean(+, -), "forget_accuracy": mean(*, /), "counts": {...}}.
+Arithmetic writes {"accuracy": {op: a}, "equation_accuracy": {...}, "word_accuracy": {...},
+"retain_accuracy": mean(+, -), "forget_accuracy": mean(*, /), "counts": {...}}; text writes
+{"forget_ce", "forget_top1", "forget_tokens", "retain_ce", "retain_top1", "retain_tokens"}.
 """
 
 import sys
@@ -18,49 +21,45 @@ import json
 import torch
 
 from distill.cli import run_main
+from distill.dist import DistInfo
 from distill.errors import UserError
-from distill.models import has_weights, model_config
-from unlearn.evaluate import score
-from unlearn.tasks.arithmetic import OPS, eval_problems, parse_ops
+from distill.models import check_tokenizer_matches, has_weights, model_config
+from unlearn.tasks import add_task_args
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="Hugging Face model directory (with its tokenizer)")
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--ops", default=None, help="operations to score, e.g. '*,/' (default: all four)")
-    p.add_argument("--per-format", type=int, default=100, help="problems per operation and format")
-    p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args(argv)
+    task = add_task_args(p, "evaluate", argv)
+    args = p.parse_args(argv)
+    return args, task(args, "evaluate")
 
 
 def load(model_dir: str, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if not has_weights(model_dir):
         model_config(model_dir, None)  # names a missing directory or config.json precisely
         raise UserError(f"model directory {model_dir} has no safetensors weights (model.safetensors)")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False,
                                                  attn_implementation="eager", dtype=torch.float32)
-    return model.to(device).eval(), tokenizer
+    return model.to(device).eval()
 
 
 def main():
-    args = parse_args()
-    try:
-        ops = parse_ops(args.ops) if args.ops else OPS
-    except ValueError as e:
-        raise UserError(f"--ops: {e}") from e
-    model, tokenizer = load(args.model, args.device)
-    result = score(model, tokenizer, eval_problems(ops, args.per_format), batch_size=args.batch_size,
-                   device=args.device)
+    args, task = parse_args()
+    tokenizer = task.tokenizer(args.model)
+    check_tokenizer_matches(args.model, tokenizer)
+    model = load(args.model, args.device)
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(args.device))
+    result = task.evaluation(tokenizer, "final", info)(model)
     result["model"] = str(args.model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("accuracy", "retain_accuracy", "forget_accuracy")}))
+    print(json.dumps({k: v for k, v in result.items() if k in ("accuracy", task.retain_metric, task.forget_metric)}))
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 launch/precompute.py --ds_config ds_configs/zero3.json \\
         --teacher runs/base --out runs/cache [--mode topk --top-k 64 | --mode sampled --samples 12]
 
-The rows are the PackedArithmeticDataset rows the distillation stage trains on (all four operations;
---rows/--seq-len/--seed/--word-fraction default to launch/pretrain.py's data). Run the same command
-again after a kill and it finishes the shards that are missing; with other arguments it refuses.
+The rows are the task's training rows, those the distillation stage trains on: on arithmetic, packed
+problems of all four operations (--rows/--seq-len/--seed/--word-fraction default to launch/pretrain.py's
+data); with --task text --data CORPUS, the corpus packed into rows of --seq-len tokens of the teacher's
+own tokenizer (every row; --rows caps them). Run the same command again after a kill and it finishes the
+shards that are missing; with other arguments it refuses.
 """
 
 import sys
@@ -16,13 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 
+from torch.utils.data import Subset
+
 from distill.cache import PrecomputeOptions, run_precompute
 from distill.cache.codec import MODES, TOPK
 from distill.cli import run_main
 from distill.ds_config import load_ds_config, resolve_precision
 from distill.errors import UserError
-from unlearn.tasks.arithmetic import OPS, PackedArithmeticDataset
-from unlearn.tasks.tokenizer import build_char_tokenizer
+from unlearn.tasks import add_task_args
 
 PRETRAIN_ROWS = 1500 * 32  # launch/pretrain.py's default steps x global batch
 DEFAULTS = PrecomputeOptions()
@@ -39,10 +42,11 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=None, help="sampled mode: draws per position")
     p.add_argument("--sampling-seed", type=int, default=0, help="sampled mode: seed of the draws")
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
-    p.add_argument("--rows", type=int, default=PRETRAIN_ROWS, help="records (packed rows) to compute")
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per row")
+    p.add_argument("--rows", type=int, default=None,
+                   help=f"records (packed rows) to compute (default: {PRETRAIN_ROWS} on arithmetic, every row of "
+                        "the corpus on text)")
     p.add_argument("--seed", type=int, default=0, help="data seed (row i is a function of (seed, i))")
-    p.add_argument("--word-fraction", type=float, default=0.05, help="share of word problems among examples")
+    task = add_task_args(p, "precompute", argv)
     p.add_argument("--micro-batch", type=int, default=DEFAULTS.micro_batch, help="records per forward pass")
     p.add_argument("--records-per-shard", type=int, default=None, help="default: about 128K tokens per shard")
     p.add_argument("--chunk-records", type=int, default=None, help="default: about 8K tokens per chunk")
@@ -51,26 +55,25 @@ def parse_args(argv=None):
                    help="teacher forward precision; auto: bf16 on GPUs that support it, fp32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="delete an existing cache in --out first")
     p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    return args, task(args, "precompute")
 
 
 def main():
-    args = parse_args()
+    args, task = parse_args()
     if args.mode == "sampled" and args.samples is None:
         raise UserError("--mode sampled needs --samples N (draws per position)")
-    if args.rows < 1:
+    if args.rows is not None and args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
     if not Path(args.teacher).is_dir():
         raise UserError(f"--teacher {args.teacher} is not a directory (expected a trained Hugging Face model)")
     load_ds_config(args.ds_config)  # a wrong path fails here, before any process group starts
-    tokenizer = build_char_tokenizer()
-    try:
-        dataset = PackedArithmeticDataset(tokenizer, OPS, args.seq_len, num_rows=args.rows, seed=args.seed,
-                                          word_fraction=args.word_fraction)
-    except ValueError as e:
-        raise UserError(f"dataset options: {e}") from e
-    description = {"kind": "arithmetic-packed", "ops": list(OPS), "seq_len": args.seq_len, "rows": args.rows,
-                   "seed": args.seed, "word_fraction": args.word_fraction}
+    tokenizer = task.tokenizer(args.teacher)
+    rows = args.rows or (PRETRAIN_ROWS if task.name == "arithmetic" else None)
+    dataset = task.training_rows(tokenizer, rows or 0, seed=args.seed)
+    if rows is not None and rows < len(dataset):
+        dataset = Subset(dataset, range(rows))
+    description = {**task.rows_description(), "rows": len(dataset), "seed": args.seed}
     options = PrecomputeOptions(mode=args.mode, k=args.top_k, samples=args.samples, temperature=args.temperature,
                                 sampling_seed=args.sampling_seed, micro_batch=args.micro_batch,
                                 records_per_shard=args.records_per_shard, chunk_records=args.chunk_records,

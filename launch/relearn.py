@@ -3,12 +3,13 @@
     DS_ACCELERATOR=cpu deepspeed --num_gpus 2 launch/relearn.py --ds_config ds_configs/zero3.json \\
         --model runs/unlearned-maxent --out runs/relearn/unlearned-maxent.json
 
-Fine-tunes the model on forget-operation problems (plain cross-entropy, AdamW at a constant LR,
-weight decay 0, clip 1.0) at every LR of --lrs and every seed of --seeds, evaluates forget accuracy at
-step 0 and every --eval-every steps, and writes FILE.json: each run's curve, the strongest attacker's
-curve (best LR per step, seeds averaged) and its relearning area (trapezoid area under that curve
-divided by the step budget: 0 = nothing comes back, 1 = fully capable from the start). The runs live in
-FILE.runs/; an interrupted attack continues with the runs it had not finished.
+Fine-tunes the model on the task's forget-domain rows (arithmetic: forget-operation problems; --task text:
+--forget-data; plain cross-entropy, AdamW at a constant LR, weight decay 0, clip 1.0) at every LR of --lrs
+and every seed of --seeds, evaluates the forget metric (accuracy; text: cross-entropy on held-out forget
+text) at step 0 and every --eval-every steps, and writes FILE.json: each run's curve, the strongest
+attacker's curve (best LR per step, seeds averaged) and its relearning area (trapezoid area under that
+curve divided by the step budget; for accuracy 0 = nothing comes back, 1 = fully capable from the start).
+The runs live in FILE.runs/; an interrupted attack continues with the runs it had not finished.
 """
 
 import sys
@@ -27,8 +28,7 @@ from distill.engine import TrainConfig
 from distill.errors import UserError
 from distill.models import check_tokenizer_matches, has_weights, model_config
 from unlearn.attack import AttackContext, AttackPlan, prepare_output, run_attack
-from unlearn.tasks.arithmetic import FORGET_OPS, FORMATS, parse_ops
-from unlearn.tasks.tokenizer import build_char_tokenizer
+from unlearn.tasks import add_task_args
 
 DEFAULTS = TrainConfig(steps=150, global_batch=32, micro_batch=16, lr=1e-3, min_lr=1e-3, warmup_steps=0,
                        schedule="constant", weight_decay=0.0, grad_clip=1.0, eval_every=25, save_every=0)
@@ -39,57 +39,49 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="the model to attack (a Hugging Face directory)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="the attacker's learning-rate grid")
     p.add_argument("--seeds", default="0", help="attack seeds (data order); curves are averaged over them")
-    p.add_argument("--ops", default=",".join(FORGET_OPS), help="the forget operations attacked and evaluated")
-    p.add_argument("--formats", default="equation", help=f"evaluation formats, from {', '.join(FORMATS)}")
-    p.add_argument("--eval-per-op", type=int, default=100, help="held-out problems per operation per evaluation")
-    p.add_argument("--word-fraction", type=float, default=0.0, help="share of word problems in the attack data")
+    task = add_task_args(p, "relearn", argv)
     add_train_args(p, DEFAULTS)
     args = p.parse_args(argv)
     if (args.lr, args.min_lr, args.schedule) != (DEFAULTS.lr, DEFAULTS.min_lr, DEFAULTS.schedule):
         p.error("the attack's learning rates come from --lrs (each constant); --lr, --min-lr and --schedule "
                 "do not apply")
-    return args
+    return args, task(args, "relearn")
 
 
-def attack_plan(args, steps: int) -> AttackPlan:
+def attack_plan(args, task, steps: int) -> AttackPlan:
     try:
         plan = AttackPlan(lrs=tuple(float(x) for x in args.lrs.split(",") if x),
                           seeds=tuple(int(x) for x in args.seeds.split(",") if x), steps=steps,
-                          eval_every=args.eval_every, ops=parse_ops(args.ops),
-                          formats=tuple(f for f in args.formats.split(",") if f),
-                          eval_per_op=args.eval_per_op, word_fraction=args.word_fraction)
+                          eval_every=args.eval_every, data=task.attack_description())
     except ValueError as e:
         raise UserError(f"attack settings: {e}") from e
-    unknown = [f for f in plan.formats if f not in FORMATS]
-    if unknown or not plan.formats:
-        raise UserError(f"--formats {args.formats}: expected some of {', '.join(FORMATS)}")
     plan.validate()
     return plan
 
 
 def main():
-    args = parse_args()
+    args, task = parse_args()
     if not has_weights(args.model):
         model_config(args.model, None)  # names a missing directory or config.json precisely
         raise UserError(f"--model {args.model} has no safetensors weights (expected a trained model directory)")
     out = Path(args.out)
     if out.suffix != ".json":
         raise UserError(f"--out {args.out}: the attack writes one JSON file; name it FILE.json")
-    tokenizer = build_char_tokenizer()
+    tokenizer = task.tokenizer(args.model)
     check_tokenizer_matches(args.model, tokenizer)
     config = model_config(args.model, tokenizer)
     cfg = train_config(args)
-    plan = attack_plan(args, cfg.steps)
+    plan = attack_plan(args, task, cfg.steps)
     load_ds_config(args.ds_config)
     info = init_distributed()
     prepare_output(out, args.overwrite, info)
     ds_config = deepspeed_config(args, cfg, info.world_size, config.hidden_size)
-    ctx = AttackContext(args.model, out, plan, cfg, info, ds_config, tokenizer)
+    ctx = AttackContext(args.model, out, plan, cfg, info, ds_config, tokenizer, task)
     result = run_attack(ctx)
     if info.is_main:
         rundir.write_json(out, result)
-        curve = " ".join(f"{s}:{a:.2f}" for s, a in zip(result["steps"], result["forget_accuracy"]))
-        print(f"relearned {args.model}: strongest attacker forget accuracy {curve}; area {result['area']:.3f}")
+        curve = " ".join(f"{s}:{a:.2f}" for s, a in zip(result["steps"], result[task.forget_metric]))
+        print(f"relearned {args.model}: strongest attacker {task.forget_metric} {curve}; area {result['area']:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Each (learning rate, seed) is one short training run through the shared engine (`distill.engine`),
 in its own run directory under `<output stem>.runs/`: AdamW at a constant LR, weight decay 0,
-gradient clip 1.0, plain cross-entropy on forget-operation problems, forget accuracy evaluated at
-step 0 and every `eval_every` steps. A finished run leaves `curve.json` and is not run again, so an
-interrupted attack continues with the runs it had not finished (a run killed midway restarts, or
+gradient clip 1.0, plain cross-entropy on the task's forget-domain rows, the task's forget metric
+evaluated at step 0 and every `eval_every` steps (the strongest attacker is the most capable one in the
+task's direction: highest accuracy, lowest cross-entropy). A finished run leaves `curve.json` and is
+not run again, so an interrupted attack continues with the runs it had not finished (a run killed midway restarts, or
 resumes from its checkpoint when --save-every is set).
 """
 
@@ -21,10 +22,7 @@ from distill import dist, metrics, rundir
 from distill.engine import TrainConfig, Trainer, on_main
 from distill.errors import UserError
 from distill.objective import CausalLMObjective
-from unlearn.evaluate import score
 from unlearn.relearn import mean_over_seeds, relearning_area, strongest_attacker
-from unlearn.tasks.arithmetic import FORGET_OPS, eval_problems
-from unlearn.tasks.problem_rows import ProblemRows
 
 CURVE = "curve.json"
 DATA_SEED = 4242  # the attack's training problems, offset by the attack seed
@@ -36,10 +34,7 @@ class AttackPlan:
     seeds: tuple[int, ...]
     steps: int
     eval_every: int
-    ops: tuple[str, ...] = FORGET_OPS
-    formats: tuple[str, ...] = ("equation",)
-    eval_per_op: int = 100
-    word_fraction: float = 0.0
+    data: dict = dataclasses.field(default_factory=dict)  # the task's attack data and evaluation settings
 
     def validate(self) -> None:
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -56,10 +51,6 @@ class AttackPlan:
     def eval_steps(self) -> list[int]:
         return list(range(0, self.steps + 1, self.eval_every))
 
-    def eval_set(self):
-        n = -(-self.eval_per_op // len(self.formats))  # per op and format, so each op gets eval_per_op
-        return [p for p in eval_problems(self.ops, n) if p.format in self.formats]
-
 
 def runs_dir(out: Path) -> Path:
     return out.with_name(out.stem + ".runs")
@@ -70,16 +61,15 @@ def part_name(lr: float, seed: int) -> str:
 
 
 def attack_one(ctx, lr: float, seed: int) -> list[float]:
-    """One attack run; returns forget accuracy at each of plan.eval_steps."""
-    plan, info = ctx.plan, ctx.info
+    """One attack run; returns the task's forget metric at each of plan.eval_steps."""
+    plan, info, key = ctx.plan, ctx.info, ctx.task.forget_metric
     out = runs_dir(ctx.out) / part_name(lr, seed)
     if (out / CURVE).is_file() and (out / rundir.RUN_CONFIG).is_file():
         saved = json.loads((out / CURVE).read_text())
         if saved.get("config") == ctx.part_config(lr, seed):
-            return saved["forget_accuracy"]
+            return saved[key]
     cfg = dataclasses.replace(ctx.train, lr=lr, min_lr=lr, seed=seed)
-    data = ProblemRows(ctx.tokenizer, plan.ops, plan.steps * cfg.global_batch, seed=DATA_SEED + seed,
-                       word_fraction=plan.word_fraction)
+    data = ctx.task.attack_rows(ctx.tokenizer, plan.steps * cfg.global_batch, seed=DATA_SEED + seed)
     trainer = Trainer(cfg, info, ctx.ds_config, ctx.model, ctx.tokenizer, data, CausalLMObjective(), out,
                       ctx.part_config(lr, seed), overwrite=False, evaluate=ctx.evaluate)
     if trainer.start_step == 0:
@@ -88,11 +78,11 @@ def attack_one(ctx, lr: float, seed: int) -> list[float]:
     trainer.run_eval(plan.steps)
     curve = None
     if info.is_main:
-        evals = {r["step"]: r["eval/forget_accuracy"] for r in metrics.read_metrics(out / rundir.METRICS)
-                 if "eval/forget_accuracy" in r}
+        evals = {r["step"]: r[f"eval/{key}"] for r in metrics.read_metrics(out / rundir.METRICS)
+                 if f"eval/{key}" in r}
         curve = [evals[s] for s in plan.eval_steps]
         rundir.write_json(out / CURVE, {"config": ctx.part_config(lr, seed), "steps": plan.eval_steps,
-                                        "forget_accuracy": curve})
+                                        key: curve})
     curve = dist.broadcast_object(curve)
     del trainer
     gc.collect()
@@ -109,35 +99,33 @@ class AttackContext:
     info: object
     ds_config: dict
     tokenizer: object
+    task: object  # unlearn.tasks.base.Task
 
     def __post_init__(self):
-        self.problems = self.plan.eval_set()
-
-    def evaluate(self, model) -> dict:
-        return score(model, self.tokenizer, self.problems, rank=self.info.rank, world=self.info.world_size,
-                     device=self.info.device)
+        self.evaluate = self.task.evaluation(self.tokenizer, "attack", self.info)
 
     def part_config(self, lr: float, seed: int) -> dict:
         """The run's configuration as it reads back from JSON (tuples become lists)."""
         config = {"stage": "relearn", "model": str(Path(self.model).resolve()), "lr": lr, "seed": seed,
-                  "plan": dataclasses.asdict(self.plan)}
+                  "task": self.task.name, "plan": dataclasses.asdict(self.plan)}
         return json.loads(json.dumps(config))
 
 
 def run_attack(ctx: AttackContext) -> dict:
     """Every (LR, seed) run, then the strongest-attacker curve and its area."""
-    plan = ctx.plan
+    plan, key = ctx.plan, ctx.task.forget_metric
     curves = []
     for seed in plan.seeds:
         for lr in plan.lrs:
             if ctx.info.is_main:
                 print(f"relearning attack on {ctx.model}: lr {lr:g}, seed {seed}", flush=True)
-            curves.append({"lr": lr, "seed": seed, "forget_accuracy": attack_one(ctx, lr, seed)})
-    by_lr = mean_over_seeds(curves)
-    best, best_lr = strongest_attacker(by_lr)
+            curves.append({"lr": lr, "seed": seed, key: attack_one(ctx, lr, seed)})
+    by_lr = mean_over_seeds(curves, key)
+    best, best_lr = strongest_attacker(by_lr, higher_is_capable=ctx.task.higher_is_capable)
     return {"model": str(Path(ctx.model).resolve()), "plan": dataclasses.asdict(plan),
             "train": {k: v for k, v in dataclasses.asdict(ctx.train).items() if k not in ("lr", "min_lr", "seed")},
-            "world_size": ctx.info.world_size, "steps": plan.eval_steps, "forget_accuracy": best, "best_lr": best_lr,
+            "world_size": ctx.info.world_size, "task": ctx.task.name, "metric": key, "higher_is_capable":
+                ctx.task.higher_is_capable, "steps": plan.eval_steps, key: best, "best_lr": best_lr,
             "area": relearning_area(plan.eval_steps, best), "by_lr": {f"{lr:g}": c for lr, c in by_lr.items()},
             "curves": curves}
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 
-def mean_over_seeds(curves: Sequence[Mapping]) -> dict[float, list[float]]:
-    """{lr: mean forget-accuracy curve} from records {"lr", "seed", "forget_accuracy": [...]}."""
+def mean_over_seeds(curves: Sequence[Mapping], key: str = "forget_accuracy") -> dict[float, list[float]]:
+    """{lr: mean curve} from records {"lr", "seed", key: [...]} (key: the forget metric)."""
     by_lr: dict[float, list[list[float]]] = {}
     for c in curves:
-        by_lr.setdefault(float(c["lr"]), []).append([float(a) for a in c["forget_accuracy"]])
+        by_lr.setdefault(float(c["lr"]), []).append([float(a) for a in c[key]])
     out = {}
     for lr, runs in sorted(by_lr.items()):
         lengths = {len(r) for r in runs}
@@ -25,8 +25,10 @@ def mean_over_seeds(curves: Sequence[Mapping]) -> dict[float, list[float]]:
     return out
 
 
-def strongest_attacker(by_lr: Mapping[float, Sequence[float]]) -> tuple[list[float], list[float | None]]:
-    """Per step, the highest accuracy over LRs and the LR reaching it (the smallest LR on ties).
+def strongest_attacker(by_lr: Mapping[float, Sequence[float]],
+                       higher_is_capable: bool = True) -> tuple[list[float], list[float | None]]:
+    """Per step, the most capable value over LRs (the highest accuracy, or with higher_is_capable False the
+    lowest cross-entropy) and the LR reaching it (the smallest LR on ties).
 
     Index 0 is the unattacked model, shared by every LR: its best LR is None.
     """
@@ -37,7 +39,8 @@ def strongest_attacker(by_lr: Mapping[float, Sequence[float]]) -> tuple[list[flo
         raise ValueError(f"attack curves have different lengths {sorted(lengths)}")
     best, best_lr = [], []
     for i in range(lengths.pop()):
-        lr = max(sorted(by_lr), key=lambda k: by_lr[k][i])  # max keeps the first (smallest) of equals
+        sign = 1.0 if higher_is_capable else -1.0
+        lr = max(sorted(by_lr), key=lambda k: sign * by_lr[k][i])  # max keeps the first (smallest) of equals
         best.append(float(by_lr[lr][i]))
         best_lr.append(None if i == 0 else lr)
     return best, best_lr

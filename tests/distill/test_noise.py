@@ -74,7 +74,7 @@ def tiny_llama(tok, seed=0):
                          num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # a "trained" teacher: norms away from their init of 1
-        for name, p in model.named_parameters():
+        for _name, p in model.named_parameters():
             if p.dim() == 1:
                 p.uniform_(0.5, 1.5)
     return model
