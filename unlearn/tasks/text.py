@@ -10,7 +10,8 @@ needs --tokenizer DIR); one without a pad token pads with its eos token.
 - the relearning attack: --forget-data packed into rows (its training part);
 - evaluations: per-token cross-entropy (nats) and top-1 next-token accuracy on held-out forget and
   retain documents: --forget-eval / --retain-eval, or by default a seeded split (--eval-fraction,
-  --split-seed, the same in every stage) of --forget-data / --retain-data that training never reads.
+  --split-seed, the same in every stage) of --forget-data / --retain-data that training never reads;
+  with --mcq-eval FILE the final evaluation adds multiple-choice accuracy (`unlearn.tasks.mcq`).
 
 Capability is the forget cross-entropy: lower = more capable. The distillation stop rule is the paper's,
 retain cross-entropy within --retain-gap (relative, default 5%) of the teacher's.
@@ -26,6 +27,7 @@ from torch.utils.data import Dataset
 
 from distill.errors import UserError
 from unlearn.tasks.base import Task
+from unlearn.tasks.mcq import load_questions, mcq_accuracy
 from unlearn.tasks.text_corpus import DocumentRows, PackedRows, load_corpus, split_corpus, tokenize
 from unlearn.tasks.text_eval import cross_entropy_and_accuracy
 
@@ -86,6 +88,9 @@ class TextTask(Task):
             g.add_argument("--split-seed", type=int, default=0, help="seed of that split (keep it equal across stages)")
             g.add_argument("--eval-docs", type=int, default=64, help="held-out documents scored per side")
             g.add_argument("--eval-batch", type=int, default=8, help="documents per forward pass in evaluations")
+            g.add_argument("--mcq-eval", default=None,
+                           help="multiple-choice questions (json/jsonl: question, choices, answer) scored in the "
+                                "final evaluation as lm-evaluation-harness's acc (unlearn/tasks/mcq.py)")
 
     def __init__(self, args, stage):
         super().__init__(args, stage)
@@ -99,6 +104,7 @@ class TextTask(Task):
                 raise UserError("--eval-docs and --eval-batch must be >= 1")
         if args.seq_len < 2:
             raise UserError(f"--seq-len must be >= 2, got {args.seq_len}")
+        self.questions = load_questions(args.mcq_eval) if getattr(args, "mcq_eval", None) else None
 
     # -- tokenizer -------------------------------------------------------------------------------
     def tokenizer(self, model):
@@ -194,12 +200,17 @@ class TextTask(Task):
         sides = ("forget",) if kind == "attack" else ("forget", "retain")
         rows = {side: self._held_out(side, tokenizer) for side in sides}
 
+        questions = self.questions if kind == "final" else None
+
         def evaluate(model):
             result = {}
             for side, r in rows.items():
                 m = cross_entropy_and_accuracy(model, r, tokenizer.pad_token_id, self.args.eval_batch,
                                                rank=info.rank, world=info.world_size, device=info.device)
                 result.update({f"{side}_ce": m["ce"], f"{side}_top1": m["top1"], f"{side}_tokens": m["tokens"]})
+            if questions:
+                m = mcq_accuracy(model, tokenizer, questions, rank=info.rank, world=info.world_size, device=info.device)
+                result.update({"mcq_acc": m["acc"], "mcq_questions": m["questions"]})
             return result
 
         return evaluate

@@ -80,13 +80,17 @@ def test_cross_entropy_and_top1_match_a_direct_computation_and_any_sharding(corp
     assert sum(s["ce"] * s["tokens"] for s in shards) / whole["tokens"] == pytest.approx(whole["ce"], rel=1e-5)
 
 
-def test_the_evaluation_reports_both_sides_and_the_attack_only_forget(corpora):
+def test_the_evaluation_reports_both_sides_and_the_attack_only_forget(corpora, tmp_path):
     tok = AutoTokenizer.from_pretrained(corpora["tokenizer"])
+    mcq = tmp_path / "q.jsonl"
+    mcq.write_text('{"question": "which?", "choices": ["the", "model", "keeps"], "answer": 2}\n')
     task = task_args("distill", ["--data", str(corpora["mix"]), "--forget-data", str(corpora["forget"]),
-                                 "--retain-data", str(corpora["retain"]), "--seq-len", "24"])
+                                 "--retain-data", str(corpora["retain"]), "--seq-len", "24", "--mcq-eval", str(mcq)])
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     result = task.evaluation(tok, "final", info)(tiny_llama(tok))
-    assert set(result) == {f"{s}_{m}" for s in ("forget", "retain") for m in ("ce", "top1", "tokens")}
+    sides = {f"{s}_{m}" for s in ("forget", "retain") for m in ("ce", "top1", "tokens")}
+    assert set(result) == sides | {"mcq_acc", "mcq_questions"} and result["mcq_questions"] == 1
+    assert set(task.evaluation(tok, "criterion", info)(tiny_llama(tok))) == sides  # questions in the final only
     relearn = task_args("relearn", ["--forget-data", str(corpora["forget"]), "--seq-len", "24"])
     assert set(relearn.evaluation(tok, "attack", info)(tiny_llama(tok))) == {"forget_ce", "forget_top1",
                                                                             "forget_tokens"}
