@@ -16,12 +16,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 
+import torch
+
+from distill.ce_objective import LOSS_HEADS, causal_lm_loss, uses_fused_head
 from distill.cli import add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
-from distill.models import check_tokenizer_matches, model_config
-from distill.objective import CausalLMObjective
+from distill.models import build_model, check_tokenizer_matches, model_config
 from unlearn.tasks import add_task_args
 
 DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4,
@@ -31,6 +33,9 @@ DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="gemma2-tiny", help="preset name or a Hugging Face model directory")
+    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
+                   help="fused: the cross-entropy from the final hidden states, chunked, never holding the "
+                        "(tokens x vocab) logits; logits: on the model's logits; auto: fused from 8192 tokens up")
     task = add_task_args(p, "pretrain", argv)
     add_train_args(p, DEFAULTS)
     args = p.parse_args(argv)
@@ -47,9 +52,13 @@ def main():
     dataset = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, config.hidden_size)
-    run = {"stage": "pretrain", "model": args.model, "task": task.name, "rows": task.rows_description()}
-    trainer = Trainer(cfg, info, ds_config, args.model, tokenizer, dataset, CausalLMObjective(), Path(args.out),
-                      run, overwrite=args.overwrite, evaluate=task.evaluation(tokenizer, "periodic", info))
+    objective, wrap = causal_lm_loss(args.loss_head, config.vocab_size)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    run = {"stage": "pretrain", "model": args.model, "task": task.name, "rows": task.rows_description(),
+           "loss_head": "fused" if uses_fused_head(args.loss_head, config.vocab_size) else "logits"}
+    trainer = Trainer(cfg, info, ds_config, args.model, tokenizer, dataset, objective, Path(args.out), run,
+                      overwrite=args.overwrite, evaluate=task.evaluation(tokenizer, "periodic", info),
+                      model_fn=lambda: wrap(build_model(args.model, tokenizer, ds_config, dtype=dtype)))
     last = trainer.train()
     final = trainer.run_eval(cfg.steps, task.evaluation(tokenizer, "final", info))
     trainer.finish({"stage": "pretrain", "steps": cfg.steps, "final_loss": last.get("loss"),

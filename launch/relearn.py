@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 
 from distill import rundir
+from distill.ce_objective import LOSS_HEADS
 from distill.cli import add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
@@ -39,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="the model to attack (a Hugging Face directory)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="the attacker's learning-rate grid")
     p.add_argument("--seeds", default="0", help="attack seeds (data order); curves are averaged over them")
+    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
+                   help="fused: the cross-entropy from the final hidden states, chunked, never holding the "
+                        "(tokens x vocab) logits; logits: on the model's logits; auto: fused from 8192 tokens up")
     task = add_task_args(p, "relearn", argv)
     add_train_args(p, DEFAULTS)
     args = p.parse_args(argv)
@@ -76,7 +80,7 @@ def main():
     info = init_distributed()
     prepare_output(out, args.overwrite, info)
     ds_config = deepspeed_config(args, cfg, info.world_size, config.hidden_size)
-    ctx = AttackContext(args.model, out, plan, cfg, info, ds_config, tokenizer, task)
+    ctx = AttackContext(args.model, out, plan, cfg, info, ds_config, tokenizer, task, args.loss_head)
     result = run_attack(ctx)
     if info.is_main:
         rundir.write_json(out, result)

@@ -18,10 +18,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from distill import dist, metrics, rundir
+from distill.ce_objective import causal_lm_loss, uses_fused_head
 from distill.engine import TrainConfig, Trainer, on_main
 from distill.errors import UserError
-from distill.objective import CausalLMObjective
+from distill.models import build_model, model_config
 from unlearn.relearn import mean_over_seeds, relearning_area, strongest_attacker
 
 CURVE = "curve.json"
@@ -70,8 +73,11 @@ def attack_one(ctx, lr: float, seed: int) -> list[float]:
             return saved[key]
     cfg = dataclasses.replace(ctx.train, lr=lr, min_lr=lr, seed=seed)
     data = ctx.task.attack_rows(ctx.tokenizer, plan.steps * cfg.global_batch, seed=DATA_SEED + seed)
-    trainer = Trainer(cfg, info, ctx.ds_config, ctx.model, ctx.tokenizer, data, CausalLMObjective(), out,
-                      ctx.part_config(lr, seed), overwrite=False, evaluate=ctx.evaluate)
+    objective, wrap = causal_lm_loss(ctx.loss_head, ctx.vocab_size)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    trainer = Trainer(cfg, info, ctx.ds_config, ctx.model, ctx.tokenizer, data, objective, out,
+                      ctx.part_config(lr, seed), overwrite=False, evaluate=ctx.evaluate,
+                      model_fn=lambda: wrap(build_model(ctx.model, ctx.tokenizer, ctx.ds_config, dtype=dtype)))
     if trainer.start_step == 0:
         trainer.run_eval(0)
     trainer.train()
@@ -100,14 +106,17 @@ class AttackContext:
     ds_config: dict
     tokenizer: object
     task: object  # unlearn.tasks.base.Task
+    loss_head: str = "auto"  # distill.ce_objective.LOSS_HEADS
 
     def __post_init__(self):
         self.evaluate = self.task.evaluation(self.tokenizer, "attack", self.info)
+        self.vocab_size = model_config(self.model, self.tokenizer).vocab_size
 
     def part_config(self, lr: float, seed: int) -> dict:
         """The run's configuration as it reads back from JSON (tuples become lists)."""
         config = {"stage": "relearn", "model": str(Path(self.model).resolve()), "lr": lr, "seed": seed,
-                  "task": self.task.name, "plan": dataclasses.asdict(self.plan)}
+                  "task": self.task.name, "plan": dataclasses.asdict(self.plan),
+                  "loss_head": "fused" if uses_fused_head(self.loss_head, self.vocab_size) else "logits"}
         return json.loads(json.dumps(config))
 
 

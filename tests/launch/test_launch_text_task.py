@@ -2,7 +2,7 @@
 trained here, corpora written here as jsonl and parquet (tests/text_helpers.py).
 
 The chain: pretrain -> unlearn (MaxEnt) -> precompute -> distill from the cache at alpha 1 -> relearn ->
-evaluate, each reading its data and evaluations through the text task; then a cache of another corpus is
+evaluate (pretraining and the attack through the fused cross-entropy head), each reading its data and evaluations through the text task; then a cache of another corpus is
 refused before training, and a Llama teacher is distilled online at alpha 1 (its norms back at 1)."""
 
 import json
@@ -60,8 +60,9 @@ def test_the_text_chain_runs_end_to_end(world):
     root, data = world["root"], world["data"]
     base, unlearned, cache, student = (root / n for n in ("base", "unlearned", "cache", "student"))
     check(run_deepspeed("launch/pretrain.py", [*TRAIN, "--model", str(world["gemma"]), "--out", str(base), "--steps",
-                                               "6", "--lr", "3e-3", *text(world, "--data", str(data["mix"]))], nproc=2,
-                        timeout=600))
+                                               "6", "--lr", "3e-3", "--loss-head", "fused",  # as at a 256k vocabulary
+                                               *text(world, "--data", str(data["mix"]))], nproc=2, timeout=600))
+    assert json.loads((base / "run_config.json").read_text())["loss_head"] == "fused"
     before = summary(base)["evaluation"]
     assert before["forget_ce"] > 0 and before["retain_tokens"] > 0
 
@@ -87,7 +88,8 @@ def test_the_text_chain_runs_end_to_end(world):
     attack = root / "relearn.json"
     check(run_deepspeed("launch/relearn.py", ["--ds_config", ZERO3, "--model", str(student), "--out", str(attack),
                                               "--global-batch", "8", "--micro-batch", "4", "--steps", "4",
-                                              "--eval-every", "2", "--lrs", "1e-3,3e-3", "--task", "text",
+                                              "--eval-every", "2", "--lrs", "1e-3,3e-3", "--loss-head", "fused",
+                                              "--task", "text",
                                               "--forget-data", str(data["forget"]), "--seq-len", "32", "--eval-docs",
                                               "8"], nproc=2, timeout=600))
     result = json.loads(attack.read_text())
