@@ -3,7 +3,8 @@ trained here, corpora written here as jsonl and parquet (tests/text_helpers.py).
 
 The chain: pretrain -> unlearn (MaxEnt) -> precompute -> distill from the cache at alpha 1 -> relearn ->
 evaluate (pretraining and the attack through the fused cross-entropy head), each reading its data and
-evaluations through the text task; then a cache of another corpus is refused before training, and a Llama teacher is distilled online at alpha 1 (its norms back at 1)."""
+evaluations through the text task; then a cache of another corpus is refused before training, and a
+Llama teacher is distilled online at alpha 1 (its norms back at 1)."""
 
 import json
 import os
