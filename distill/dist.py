@@ -78,6 +78,18 @@ def _share_cpu_threads() -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_world, 1)))
 
 
+def equal_shards(items: list, rank: int, world: int) -> tuple[list, list[bool]]:
+    """This rank's items (rank, rank + world, ...), padded with uncounted repeats of the first so every rank
+    has ceil(len / world): ranks that must make the same number of forward calls (ZeRO-3) can."""
+    per_rank = -(-len(items) // world)
+    mine = list(items[rank::world])
+    counted = [True] * len(mine)
+    while len(mine) < per_rank:
+        mine.append(items[0])
+        counted.append(False)
+    return mine, counted
+
+
 def barrier() -> None:
     if torch_dist.is_initialized():
         torch_dist.barrier()

@@ -77,13 +77,7 @@ def decode_answer(tokenizer, ids: torch.Tensor) -> int | None:
 
 def _shard(problems: list[Problem], rank: int, world: int) -> tuple[list[Problem], list[bool]]:
     """This rank's problems, padded with uncounted repeats so every rank has the same number."""
-    per_rank = -(-len(problems) // world)
-    mine = problems[rank::world]
-    counted = [True] * len(mine)
-    while len(mine) < per_rank:
-        mine.append(problems[0])
-        counted.append(False)
-    return mine, counted
+    return dist.equal_shards(problems, rank, world)
 
 
 def score(model, tokenizer, problems: Sequence[Problem], batch_size: int = 128,

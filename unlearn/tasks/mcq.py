@@ -16,7 +16,6 @@ all-reduced, so the result is the same on any world size.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +110,7 @@ def choice_loglikelihoods(model, tokenizer, question: Question, device) -> list[
 
 def mcq_accuracy(model, tokenizer, questions: list[Question], rank: int = 0, world: int = 1, device="cpu") -> dict:
     """{"acc": share answered right, "questions": count}; call on every rank together."""
-    per_rank = math.ceil(len(questions) / world)
-    mine = [(questions[i], True) for i in range(rank, len(questions), world)]
-    mine += [(questions[0], False)] * (per_rank - len(mine))  # equal forward counts on every rank
+    mine = zip(*dist.equal_shards(questions, rank, world))  # equal forward counts on every rank
     counts = torch.zeros(2, dtype=torch.float64)
     was_training = model.training
     model.eval()

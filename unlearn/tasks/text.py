@@ -105,6 +105,7 @@ class TextTask(Task):
         if args.seq_len < 2:
             raise UserError(f"--seq-len must be >= 2, got {args.seq_len}")
         self.questions = load_questions(args.mcq_eval) if getattr(args, "mcq_eval", None) else None
+        self._held_out_rows: dict[str, DocumentRows] = {}
 
     # -- tokenizer -------------------------------------------------------------------------------
     def tokenizer(self, model):
@@ -192,9 +193,13 @@ class TextTask(Task):
 
     # -- evaluation ------------------------------------------------------------------------------
     def _held_out(self, side: str, tokenizer) -> DocumentRows:
-        ds = (self._forget if side == "forget" else self._retain)[1]
-        ds = ds.select(range(min(self.args.eval_docs, len(ds))))
-        return DocumentRows(self._tokenised(ds, tokenizer, f"held-out {side} text"), self.args.seq_len)
+        """The scored held-out documents of a side, made once per run (every evaluation reads the same)."""
+        made = self._held_out_rows
+        if side not in made:
+            ds = (self._forget if side == "forget" else self._retain)[1]
+            ds = ds.select(range(min(self.args.eval_docs, len(ds))))
+            made[side] = DocumentRows(self._tokenised(ds, tokenizer, f"held-out {side} text"), self.args.seq_len)
+        return made[side]
 
     def evaluation(self, tokenizer, kind, info):
         sides = ("forget",) if kind == "attack" else ("forget", "retain")

@@ -56,7 +56,7 @@ def load_corpus(spec: str, text_field: str, flag: str):
     unreadable corpus or a missing field."""
     import datasets
 
-    path = Path(spec)
+    path, builder = Path(spec), None
     try:
         if path.is_dir():
             if not (path / "state.json").is_file():
@@ -85,7 +85,7 @@ def load_corpus(spec: str, text_field: str, flag: str):
     ds = ds.select_columns([field])
     if field != "text":
         ds = ds.rename_column(field, "text")
-    if field == "text" and not path.is_dir() and BUILDERS[Path(corpus_files(spec, flag)[0]).suffix.lower()] == "text":
+    if builder == "text":
         # a paragraph keeps the newlines around it; the document is what lies between them
         ds = ds.map(lambda batch: {"text": [t.strip() for t in batch["text"]]}, batched=True,
                     desc=f"trimming paragraphs of {flag}")

@@ -7,19 +7,10 @@ result is the same on any world size and identical on every rank. Call on all ra
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from distill import dist
 from distill.data import IGNORE_INDEX, collate, to_device
-
-
-def _shard(n: int, rank: int, world: int) -> list[tuple[int, bool]]:
-    """(row index, counted) for this rank: rows rank, rank + world, ...; padded to ceil(n / world)."""
-    per_rank = math.ceil(n / world)
-    mine = [(i, True) for i in range(rank, n, world)]
-    return mine + [(0, False)] * (per_rank - len(mine))
 
 
 @torch.no_grad()
@@ -27,7 +18,7 @@ def cross_entropy_and_accuracy(model, rows, pad_id: int, batch_size: int = 8, ra
                                device="cpu") -> dict:
     """{"ce": mean nats per target token, "top1": share of targets that are the argmax, "tokens": count}."""
     sums = torch.zeros(3, dtype=torch.float64)  # ce sum, correct, targets
-    mine = _shard(len(rows), rank, world)
+    mine = list(zip(*dist.equal_shards(list(range(len(rows))), rank, world)))
     was_training = model.training
     model.eval()
     for start in range(0, len(mine), batch_size):
