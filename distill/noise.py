@@ -8,11 +8,14 @@ Gemma's RMSNorm (it scales by 1 + w), 1 for Llama / Qwen / Mistral RMSNorm and L
 scale by w: shrinking those toward 0 would zero every normalised activation), 0 for biases. alpha = 1,
 beta = 1 is a fresh random init (Unlearn-and-Distill); alpha = 0 leaves the teacher unchanged.
 
-World-size invariance: the draw for a parameter comes from its own generator, seeded by (seed, name),
-over the parameter's full shape; each rank keeps the slice its ZeRO-3 partition covers. The same
-elementwise arithmetic then runs on the same numbers whatever the partitioning, so the gathered result
-is bit-identical on 1 or N ranks. Peak extra memory is one parameter's draw. Apply it *before*
-`deepspeed.initialize`, which copies the partitions into the optimizer's fp32 master weights.
+World-size invariance and memory: a weight's noise is drawn over its flattened elements in blocks of
+BLOCK elements, block b from its own generator seeded by (seed, name, b). A rank draws only the blocks
+its ZeRO-3 partition covers and keeps the slice it holds, one block at a time, so the peak extra memory
+is a block (16 MiB of fp32), not the parameter (a 256,000 x 3,584 embedding is 3.7 GB), and the same
+elementwise arithmetic runs on the same numbers whatever the partitioning: the gathered result is
+bit-identical on 1 or N ranks. Block 0 keeps the generator of (seed, name), so a weight of at most BLOCK
+elements gets the same draw as before blocks existed. Apply it *before* `deepspeed.initialize`, which
+copies the partitions into the optimizer's fp32 master weights.
 """
 
 from __future__ import annotations
@@ -25,29 +28,52 @@ import re
 import torch
 import torch.distributed as torch_dist
 
+BLOCK = 1 << 22  # elements per noise block: 16 MiB of fp32
 
-def param_generator(seed: int, name: str) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+
+def param_generator(seed: int, name: str, block: int = 0) -> torch.Generator:
+    key = f"{seed}:{name}" if block == 0 else f"{seed}:{name}:{block}"
+    digest = hashlib.sha256(key.encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def xavier_uniform(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
-    """Glorot-uniform draw in fp32 on the CPU; fan_out = shape[0], fan_in = shape[1] (x receptive field)."""
+def xavier_bound(shape: tuple[int, ...]) -> float:
+    """Glorot-uniform bound sqrt(6 / (fan_in + fan_out)); fan_out = shape[0], fan_in = shape[1] (x receptive field)."""
     receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    bound = math.sqrt(6.0 / ((shape[0] + shape[1]) * receptive))
-    return (torch.rand(shape, generator=gen, dtype=torch.float32) * 2.0 - 1.0) * bound
+    return math.sqrt(6.0 / ((shape[0] + shape[1]) * receptive))
 
 
-def _partition_slice(param, flat: torch.Tensor) -> torch.Tensor:
-    """The part of a flattened full tensor that this rank's ZeRO-3 partition of `param` holds."""
-    size = param.ds_tensor.ds_numel
-    rank = torch_dist.get_rank(group=param.ds_process_group)
-    start = size * rank
-    out = torch.zeros(size, dtype=flat.dtype)
-    if start < flat.numel():
-        piece = flat[start:start + size]
-        out[: piece.numel()] = piece
-    return out
+def xavier_block(shape: tuple[int, ...], seed: int, name: str, block: int) -> torch.Tensor:
+    """Block `block` of the flattened Glorot-uniform draw for parameter `name` (fp32, CPU, 1-D)."""
+    numel = math.prod(shape)
+    size = min(BLOCK, numel - block * BLOCK)
+    if size <= 0:
+        raise ValueError(f"block {block} lies beyond the {numel} elements of {name}")
+    return (torch.rand(size, generator=param_generator(seed, name, block)) * 2.0 - 1.0) * xavier_bound(shape)
+
+
+def xavier_uniform(shape: tuple[int, ...], seed: int, name: str) -> torch.Tensor:
+    """The whole draw for `name` (tests and small parameters; the update itself goes block by block)."""
+    numel = math.prod(shape)
+    blocks = [xavier_block(shape, seed, name, b) for b in range(-(-numel // BLOCK))]
+    return torch.cat(blocks).view(shape)
+
+
+def _apply_blocks(flat: torch.Tensor, start: int, shape, seed: int, name: str, alpha: float, weight: float) -> None:
+    """flat holds elements [start, start + len) of the flattened parameter; mix in beta x noise, block by
+    block, drawing only the blocks that range covers (elements past the parameter's end are padding)."""
+    end = max(min(start + flat.numel(), math.prod(shape)), start)  # end == start: this rank holds only padding
+    for b in range(start // BLOCK, -(-end // BLOCK)):
+        lo, hi = max(start, b * BLOCK), min(end, (b + 1) * BLOCK)
+        noise = xavier_block(shape, seed, name, b)[lo - b * BLOCK: hi - b * BLOCK]
+        _update(flat[lo - start: hi - start], noise, alpha, weight)
+    if end - start < flat.numel():  # the tail of the last rank's partition: padding, shrunk like the rest
+        _update(flat[end - start:], None, alpha, weight)
+
+
+def _partition_start(param) -> int:
+    """Where this rank's ZeRO-3 partition of `param` starts in the flattened full tensor."""
+    return param.ds_tensor.ds_numel * torch_dist.get_rank(group=param.ds_process_group)
 
 
 @torch.no_grad()
@@ -107,17 +133,22 @@ def shrink_and_perturb(model, alpha: float, beta: float, seed: int, pattern: str
         if not chosen.search(name):
             continue
         shape = tuple(getattr(param, "ds_shape", param.shape))
-        if len(shape) >= 2:  # toward beta x noise
-            toward, weight = (xavier_uniform(shape, param_generator(seed, name)) if beta > 0 else None), alpha * beta
-        else:  # toward the architecture's init
-            toward, weight = init_value(model, name, seed), alpha
+        views = []  # (flattened storage, its first element's index in the full parameter)
         if hasattr(param, "ds_tensor"):  # a ZeRO-3 partition is the source of truth
-            flat = None if toward is None else toward.reshape(-1)
-            _update(param.ds_tensor, None if flat is None else _partition_slice(param, flat), alpha, weight)
+            views.append((param.ds_tensor.view(-1), _partition_start(param)))
             if param.numel() == param.ds_numel:  # also gathered right now: keep both views equal
-                _update(param.data, toward, alpha, weight)
+                views.append((param.data.view(-1), 0))
         else:
-            _update(param.data, toward, alpha, weight)
+            views.append((param.data.view(-1), 0))
+        for flat, start in views:
+            if len(shape) < 2:  # toward the architecture's init (small: drawn whole)
+                toward = init_value(model, name, seed).reshape(-1)[start: start + flat.numel()]
+                _update(flat[: toward.numel()], toward, alpha, alpha)
+                _update(flat[toward.numel():], None, alpha, alpha)
+            elif beta > 0:  # toward beta x noise, a block at a time
+                _apply_blocks(flat, start, shape, seed, name, alpha, alpha * beta)
+            else:
+                _update(flat, None, alpha, 0.0)
         touched.append(name)
     if not touched:
         raise ValueError(f"no parameter name matches the perturbation pattern {pattern!r}")

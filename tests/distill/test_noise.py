@@ -43,9 +43,7 @@ def test_partial_alpha_mixes_teacher_and_noise_exactly(tok):
     model, teacher = fresh(tok), fresh(tok)
     shrink_and_perturb(model, alpha=0.6, beta=0.1, seed=5)
     name = "model.layers.0.mlp.down_proj.weight"
-    from distill.noise import param_generator
-
-    noise = xavier_uniform(tuple(teacher.get_parameter(name).shape), param_generator(5, name))
+    noise = xavier_uniform(tuple(teacher.get_parameter(name).shape), 5, name)
     expected = teacher.get_parameter(name) * 0.4 + 0.06 * noise
     assert torch.allclose(model.get_parameter(name), expected, atol=1e-7)
 
@@ -108,3 +106,35 @@ def test_gemma_norms_go_to_zero_their_identity(tok):
     shrink_and_perturb(model, alpha=0.25, beta=0.1, seed=5)
     name = "model.norm.weight"
     assert torch.equal(model.get_parameter(name), (teacher.get_parameter(name).float() * 0.75))
+
+
+def test_a_weight_within_one_block_keeps_the_unblocked_draw(tok):
+    """Block 0 is seeded by (seed, name) alone: weights of at most BLOCK elements (every weight of the
+    arithmetic testbed) draw exactly what a whole-tensor draw from that generator gives."""
+    from distill.noise import param_generator, xavier_bound
+
+    model, teacher = fresh(tok), fresh(tok)
+    shrink_and_perturb(model, alpha=1.0, beta=1.0, seed=7)
+    for name, p in teacher.named_parameters():
+        if p.dim() < 2:
+            continue
+        whole = torch.rand(tuple(p.shape), generator=param_generator(7, name)) * 2.0 - 1.0
+        assert torch.equal(model.get_parameter(name), whole * xavier_bound(tuple(p.shape))), name
+
+
+def test_blocks_draw_independently_and_cover_the_weight(tok, monkeypatch):
+    """With small blocks a weight is a concatenation of per-block draws: each block from its own
+    generator, none repeating another, the whole still uniform within the Xavier bound."""
+    from distill import noise
+
+    monkeypatch.setattr(noise, "BLOCK", 1000)
+    model = fresh(tok)
+    name = "model.layers.0.mlp.down_proj.weight"
+    shape = tuple(model.get_parameter(name).shape)
+    assert math.prod(shape) > 3000
+    shrink_and_perturb(model, alpha=1.0, beta=1.0, seed=3)
+    flat = model.get_parameter(name).detach().reshape(-1)
+    for b in range(3):
+        assert torch.equal(flat[b * 1000:(b + 1) * 1000], noise.xavier_block(shape, 3, name, b)), b
+    assert not torch.equal(flat[:1000], flat[1000:2000])
+    assert flat.abs().max() <= noise.xavier_bound(shape)

@@ -1,6 +1,9 @@
 """Job for test_noise_zero3: perturb a model built partitioned under ZeRO-3, write the gathered result.
 
-    deepspeed --num_gpus N tests/distill/zero3_perturb_job.py MODEL_DIR OUT.safetensors
+    deepspeed --num_gpus N tests/distill/zero3_perturb_job.py MODEL_DIR OUT.safetensors [BLOCK]
+
+BLOCK overrides the noise block size (elements), so that a tiny model's weights span several blocks
+and partitions start inside a block.
 """
 
 import sys
@@ -10,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from safetensors.torch import save_file
 
+from distill import noise
 from distill.dist import init_distributed, shutdown
 from distill.ds_config import RunShape, resolve_ds_config
 from distill.export import gathered_state_dict
@@ -19,7 +23,9 @@ from distill.noise import shrink_and_perturb
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
 
-def main(model_dir: str, out: str) -> None:
+def main(model_dir: str, out: str, block: str | None = None) -> None:
+    if block is not None:
+        noise.BLOCK = int(block)
     info = init_distributed()
     tok = build_char_tokenizer()
     shape = RunShape(global_batch=info.world_size, micro_batch=1, world_size=info.world_size, precision="fp32",
