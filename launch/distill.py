@@ -98,9 +98,12 @@ def check_teacher(args, tokenizer):
         check_tokenizer_matches(args.student, tokenizer)
 
 
-def open_targets(args, task, tokenizer, student_vocab: int):
+def open_targets(args, task, tokenizer):
     """The manifest of the cache the run reads, checked against it (tokenizer, vocab; for targets also the
-    teacher and temperature), or None when online on rows of its own."""
+    teacher and temperature), or None when online on rows of its own. The student's head reads the
+    tokenizer's rows of its output matrix, so every cached id must lie below the tokenizer's size: a cache
+    whose ids may reach past it is refused here, before the first step."""
+    student_vocab = len(tokenizer)
     if args.online:
         if args.rows_from_cache is None:
             return None
@@ -125,7 +128,7 @@ def main():
     s_spec = args.teacher if args.student == "perturb" else args.student
     s_config = model_config(s_spec, tokenizer)
     cfg = train_config(args)
-    manifest = open_targets(args, task, tokenizer, s_config.vocab_size)
+    manifest = open_targets(args, task, tokenizer)
     if manifest is None:
         dataset = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed + 1)
     else:

@@ -10,7 +10,9 @@ Fields (manifest.json = the plan's fields + "shards"):
     mode                     "topk" or "sampled"; k or samples (the other null)
     temperature              targets are softmax(z / temperature) of the teacher's logits z
     sampling_seed            sampled mode: draws of record i come from a generator seeded by (seed, i)
-    vocab_size, seq_len      ids lie in [0, vocab_size); every record is seq_len positions
+    vocab_size, seq_len      the tokenizer's size: targets are the teacher's distribution over its ids (an
+                             output matrix's padding rows past it left out), ids lie in [0, vocab_size);
+                             every record is seq_len positions
     records, records_per_shard, chunk_records   shard j holds records [j*R, min((j+1)*R, records))
     teacher, tokenizer, dataset   fingerprints (sha256, see `fingerprint`); dataset_description
     value_step, levels_sha256, zstd_level        the codec (see `values`, `planes`)

@@ -195,7 +195,8 @@ def run_precompute(teacher_dir: str, tokenizer, dataset, description: dict, ds_c
     from distill.models import model_config
 
     info = dist.init_distributed()
-    vocab_size = model_config(teacher_dir, tokenizer).vocab_size
+    model_config(teacher_dir, tokenizer)  # refuses a tokenizer larger than the model's output matrix
+    vocab_size = len(tokenizer)  # targets over the tokenizer's ids: the output matrix's padding rows left out
     seq_len = len(dataset[0]["input_ids"]) if len(dataset) else 0
     plan = on_main(info, lambda: make_plan(
         options, teacher=fingerprint.teacher_fingerprint(teacher_dir),

@@ -10,7 +10,9 @@ from distill.models import build_model, check_tokenizer_matches, model_config
 
 def teacher_forward(teacher_dir: str, tokenizer, ds_config_path: str, micro_batch: int, world_size: int,
                     device: torch.device, precision: str):
-    """(forward, config): forward maps input_ids (B, T) int64 to logits (B, T, V) on `device`.
+    """(forward, config): forward maps input_ids (B, T) int64 to logits (B, T, V) on `device`, V the
+    tokenizer's size: rows of the output matrix past the tokenizer are padding that no text contains, left
+    out as the online loss and the student's head leave them out, so no cached id can land there.
 
     The DeepSpeed config's "auto" batch values are filled for micro_batch per rank (no accumulation);
     gradient clipping is irrelevant without an optimizer and is filled with 1.0."""
@@ -25,9 +27,10 @@ def teacher_forward(teacher_dir: str, tokenizer, ds_config_path: str, micro_batc
 
     engine, *_ = deepspeed.initialize(model=model, config=ds_config)
     engine.eval()
+    vocab = len(tokenizer)
 
     def forward(input_ids: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return engine(input_ids=input_ids.to(device), use_cache=False).logits
+            return engine(input_ids=input_ids.to(device), use_cache=False).logits[..., :vocab]  # a view
 
     return forward, config

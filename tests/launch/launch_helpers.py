@@ -19,17 +19,23 @@ def tiny_run_args(out, micro: int, steps: int = 30, extra=()) -> list[str]:
             "--final-eval-per-format", "2", *extra]
 
 
-def save_tiny_model(path, seed: int = 0, softcap: float | None = None):
+def save_tiny_model(path, seed: int = 0, softcap: float | None = None, vocab: int | None = None):
     """A random gemma2-tiny with weights and tokenizer, as launch/pretrain.py would leave a model; `softcap`
-    replaces Gemma-2's final logit softcap of 30 (which leaves this model's logits, |z| < 1, all but unchanged)."""
+    replaces Gemma-2's final logit softcap of 30 (which leaves this model's logits, |z| < 1, all but unchanged);
+    `vocab` pads the output matrix past the tokenizer's 77 ids (as Gemma-3's 262,144 rows)."""
     import torch
 
-    from distill.models import build_model
+    from distill.models import build_model, preset_config
     from unlearn.tasks.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
     torch.manual_seed(seed)
-    model = build_model("gemma2-tiny", tok)
+    if vocab is not None:
+        config = preset_config("gemma2-tiny", tok)
+        config.vocab_size = vocab
+        config.save_pretrained(path)
+        tok.save_pretrained(path)
+    model = build_model(str(path) if vocab is not None else "gemma2-tiny", tok)
     if softcap is not None:
         model.config.final_logit_softcapping = softcap
     model.save_pretrained(path)

@@ -117,6 +117,32 @@ def test_student_with_a_padded_vocabulary(teacher, tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
 
 
+def test_a_padded_teacher_distils_from_its_cache(tmp_path):
+    """A random teacher with 96 output rows for 77 tokenizer ids puts much of its mass, and top-k ids, in
+    the padding rows. The cache holds its distribution over the tokenizer's ids, as the online loss and the
+    student's head see it, so distillation from it runs; a cache whose ids may reach past the tokenizer
+    is refused before anything is written."""
+    teacher = save_tiny_model(tmp_path / "padded-teacher", seed=2, vocab=96)
+    cache = tmp_path / "cache"
+    check(run_deepspeed("launch/precompute.py", ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher",
+                                                 str(teacher), "--out", str(cache), "--rows", "48", "--seq-len", "32",
+                                                 "--top-k", "8"], nproc=1, timeout=600))
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["vocab_size"] == 77
+    out = tmp_path / "student"
+    args = distill_args(teacher, out, ["--steps", "2", "--retain-gap", "-2", "--eval-every", "0"],
+                        targets=("--cache", str(cache)))
+    check(run_deepspeed("launch/distill.py", args, nproc=2, timeout=600))
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+    manifest["vocab_size"] = 96  # as a cache over the whole output matrix would say
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    refused = tmp_path / "refused"
+    result = run_python("launch/distill.py", distill_args(teacher, refused, targets=("--cache", str(cache))))
+    assert result.returncode == 2 and "vocab mismatch" in result.stderr, result.stderr[-2000:]
+    assert not refused.exists()
+
+
 def test_killed_cache_run_resumes_to_the_same_weights(teacher, cache, tmp_path):
     """Kill after a checkpoint, rerun: the cache stream resumes at the checkpoint's position."""
     import os
