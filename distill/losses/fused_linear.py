@@ -54,34 +54,47 @@ def _addmm_(acc, a, b, low: bool):
     return torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc) if low else acc.addmm_(a, b)
 
 
+def _chunks(hidden, weight, target, mask, scale, temperature, softcap, chunk_rows, backend, need_grad_hidden,
+            need_grad_weight):
+    """(per-row losses (N,), grad_hidden or None, grad_weight or None), a chunk of rows at a time. With
+    `scale` (N,) row r's loss and gradient are multiplied by scale[r] (any sign)."""
+    n, size = hidden.shape
+    vocab = weight.shape[0]
+    low = _low_precision_gemms(hidden, weight)
+    w = weight.detach() if low else weight.detach().float()  # no copy when already float32
+    compute_grad = need_grad_hidden or need_grad_weight
+    dev = hidden.device
+    grad_hidden = torch.empty(n, size, dtype=torch.float32, device=dev) if need_grad_hidden else None
+    grad_weight = torch.zeros(vocab, size, dtype=torch.float32, device=dev) if need_grad_weight else None
+    buf = torch.empty(min(chunk_rows, n), vocab, dtype=torch.float32, device=dev)  # reused by every chunk
+    loss_rows = torch.empty(n, dtype=torch.float32, device=dev)
+    for lo in range(0, n, chunk_rows):
+        hi = min(n, lo + chunk_rows)
+        h = hidden.detach()[lo:hi]
+        h = h if low else h.float()
+        z = _mm(h, w.t(), buf[: hi - lo], low)
+        loss_rows[lo:hi] = loss_and_grad_(z, target.rows(lo, hi), None if mask is None else mask[lo:hi],
+                                          temperature=temperature, softcap=softcap,
+                                          compute_grad=compute_grad, backend=backend)
+        if scale is not None:
+            loss_rows[lo:hi] *= scale[lo:hi]
+        if compute_grad:
+            if scale is not None:
+                z.mul_(scale[lo:hi, None])
+            g = z.to(w.dtype)  # the GEMM operand: z itself in float32, a rounded copy for bf16 weights
+            if need_grad_hidden:
+                _mm(g, w, grad_hidden[lo:hi], low)
+            if need_grad_weight:
+                _addmm_(grad_weight, g.t(), h, low)
+    return loss_rows, grad_hidden, grad_weight
+
+
 class FusedLinearKLFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, target: Target, mask, temperature, softcap, chunk_rows, backend,
+    def forward(ctx, hidden, weight, target: Target, mask, scale, temperature, softcap, chunk_rows, backend,
                 need_grad_hidden, need_grad_weight):
-        n, size = hidden.shape
-        vocab = weight.shape[0]
-        low = _low_precision_gemms(hidden, weight)
-        w = weight.detach() if low else weight.detach().float()  # no copy when already float32
-        compute_grad = need_grad_hidden or need_grad_weight
-        dev = hidden.device
-        grad_hidden = torch.empty(n, size, dtype=torch.float32, device=dev) if need_grad_hidden else None
-        grad_weight = torch.zeros(vocab, size, dtype=torch.float32, device=dev) if need_grad_weight else None
-        buf = torch.empty(min(chunk_rows, n), vocab, dtype=torch.float32, device=dev)  # reused by every chunk
-        loss_rows = torch.empty(n, dtype=torch.float32, device=dev)
-        for lo in range(0, n, chunk_rows):
-            hi = min(n, lo + chunk_rows)
-            h = hidden.detach()[lo:hi]
-            h = h if low else h.float()
-            z = _mm(h, w.t(), buf[: hi - lo], low)
-            loss_rows[lo:hi] = loss_and_grad_(z, target.rows(lo, hi), None if mask is None else mask[lo:hi],
-                                              temperature=temperature, softcap=softcap,
-                                              compute_grad=compute_grad, backend=backend)
-            if compute_grad:
-                g = z.to(w.dtype)  # the GEMM operand: z itself in float32, a rounded copy for bf16 weights
-                if need_grad_hidden:
-                    _mm(g, w, grad_hidden[lo:hi], low)
-                if need_grad_weight:
-                    _addmm_(grad_weight, g.t(), h, low)
+        loss_rows, grad_hidden, grad_weight = _chunks(hidden, weight, target, mask, scale, temperature, softcap,
+                                                      chunk_rows, backend, need_grad_hidden, need_grad_weight)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         ctx.used = False
@@ -97,12 +110,13 @@ class FusedLinearKLFunction(torch.autograd.Function):
         go = grad_output.float()
         grads = [None if g is None else g.mul_(go).to(dtype) for g, dtype in zip((grad_hidden, grad_weight),
                                                                                  ctx.dtypes)]
-        return grads[0], grads[1], None, None, None, None, None, None, None, None
+        return grads[0], grads[1], None, None, None, None, None, None, None, None, None
 
 
 def fused_linear_kl(hidden: torch.Tensor, weight: torch.Tensor, target, *, kind: str, temperature: float = 1.0,
                     softcap: float | None = None, mask: torch.Tensor | None = None, chunk_size: int | None = None,
-                    backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    backend: str | None = None, scale: torch.Tensor | None = None,
+                    reduction: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
     """(loss_sum, n_tokens) of the student's logits hidden @ weight.T against ``target``, never held whole.
 
     hidden (N, H) the student's final hidden states (after its final norm), weight (V, H) its output
@@ -111,7 +125,13 @@ def fused_linear_kl(hidden: torch.Tensor, weight: torch.Tensor, target, *, kind:
     (Gemma-2: 30.0). chunk_size: rows per chunk (default: about 128 MiB of float32 logits). backend:
     None/"auto" (Triton on CUDA, PyTorch elsewhere), "triton" or "torch". Value and gradients are the
     reference's on the materialised logits. The backward can run once.
+
+    scale (N,) float, optional: weights row r's loss (and gradient) by scale[r], of any sign (a weighted
+    cross-entropy, gradient ascent, a per-sequence coefficient). reduction "none" returns the per-row
+    losses (N,) instead of their sum, without gradients (for log-probs that steer a later term).
     """
+    if reduction not in ("sum", "none"):
+        raise ValueError(f"reduction must be 'sum' or 'none', got {reduction!r}")
     check_options(temperature, softcap)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -127,10 +147,19 @@ def fused_linear_kl(hidden: torch.Tensor, weight: torch.Tensor, target, *, kind:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     n, vocab = hidden.shape[0], weight.shape[0]
     t = make_target(kind, target, n, vocab, mask)
+    if scale is not None and (scale.shape != (n,) or not scale.is_floating_point()):
+        raise ValueError(f"scale must be a float tensor of shape ({n},), got {scale.dtype} of {tuple(scale.shape)}")
+    scale = None if scale is None else scale.detach().float()
     grad_on = torch.is_grad_enabled()
     rows = chunk_size or default_chunk_rows(vocab)
-    loss = FusedLinearKLFunction.apply(hidden, weight, t, mask, float(temperature), softcap, rows,
-                                       resolve_backend(backend, hidden.device),
+    backend = resolve_backend(backend, hidden.device)
+    if reduction == "none":
+        if grad_on and (hidden.requires_grad or weight.requires_grad):
+            raise ValueError("reduction='none' gives per-row losses without gradients: call it under torch.no_grad()")
+        loss_rows, _, _ = _chunks(hidden, weight, t, mask, scale, float(temperature), softcap, rows, backend,
+                                  False, False)
+        return loss_rows, count(mask, n, hidden.device)
+    loss = FusedLinearKLFunction.apply(hidden, weight, t, mask, scale, float(temperature), softcap, rows, backend,
                                        grad_on and hidden.requires_grad, grad_on and weight.requires_grad)
     return loss, count(mask, n, hidden.device)
 
@@ -162,10 +191,13 @@ class FusedLinearKL(torch.nn.Module):
         self.chunk_size, self.backend = chunk_size, backend
         self.vocab = vocab  # use only the first `vocab` rows: the tokenizer's ids, the rest is padding
 
-    def forward(self, hidden: torch.Tensor, target, mask: torch.Tensor | None = None):
+    def forward(self, hidden: torch.Tensor, target, mask: torch.Tensor | None = None, *, kind: str | None = None,
+                scale: torch.Tensor | None = None, reduction: str = "sum"):
+        """kind overrides the head's own for this call (one head, one gathered matrix, several losses)."""
         weight = self.weight if self.vocab is None else self.weight[: self.vocab]
-        return fused_linear_kl(hidden, weight, target, kind=self.kind, temperature=self.temperature,
-                               softcap=self.softcap, mask=mask, chunk_size=self.chunk_size, backend=self.backend)
+        return fused_linear_kl(hidden, weight, target, kind=kind or self.kind, temperature=self.temperature,
+                               softcap=self.softcap, mask=mask, chunk_size=self.chunk_size, backend=self.backend,
+                               scale=scale, reduction=reduction)
 
     def extra_repr(self) -> str:
         vocab = getattr(self.weight, "ds_shape", self.weight.shape)[0]  # a ZeRO-3 partition keeps its shape there

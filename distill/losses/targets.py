@@ -10,6 +10,10 @@ target, row-aligned with them, of one of three kinds:
 - ``"sampled"``: ``(ids, weights)``, both (N, s): sampled tokens and non-negative weights that sum to 1
   on every counted row; repeated ids add up; a padding entry has weight 0.
 
+A dense target may also be ``ProjectedLogits``: teacher logits never held whole, each chunk's rows
+computed from a frozen model's final hidden states and output matrix when the fused-linear loss reaches
+them (a reference model's distribution at a 256k vocabulary).
+
 ``mask`` (N,) bool, True = counted. A row that is not counted is never read: its ids may be padding
 such as -100 and its teacher values anything (NaN included).
 """
@@ -46,6 +50,21 @@ class Target:
         return Target(self.kind, None if self.ids is None else self.ids[lo:hi], self.values[lo:hi])
 
 
+@dataclass(frozen=True)
+class ProjectedLogits:
+    """Dense teacher logits softcap(hidden @ weight.T), rows computed on demand: hidden (N, H), weight (V, H)."""
+
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    softcap: float | None = None
+
+    def rows(self, lo: int, hi: int) -> Target:
+        z = self.hidden[lo:hi].float() @ self.weight.float().t()
+        if self.softcap is not None:
+            z = torch.tanh(z / self.softcap) * self.softcap
+        return Target("dense", None, z)
+
+
 def check_options(temperature: float, softcap: float | None) -> None:
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
@@ -61,11 +80,17 @@ def check_mask(mask: torch.Tensor | None, n: int) -> None:
                          f"got {mask.dtype} of shape {tuple(mask.shape)}")
 
 
-def make_target(kind: str, target, n: int, vocab: int, mask: torch.Tensor | None = None) -> Target:
+def make_target(kind: str, target, n: int, vocab: int, mask: torch.Tensor | None = None) -> Target | ProjectedLogits:
     """Check ``target`` of the given kind against N rows and a vocabulary of V; see the module docstring."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     check_mask(mask, n)
+    if kind == "dense" and isinstance(target, ProjectedLogits):
+        h, w = target.hidden, target.weight
+        if h.dim() != 2 or w.dim() != 2 or h.shape[0] != n or w.shape != (vocab, h.shape[1]):
+            raise ValueError(f"projected teacher logits need hidden ({n}, H) and weight ({vocab}, H), got "
+                             f"{tuple(h.shape)} and {tuple(w.shape)}")
+        return target
     if kind == "dense":
         if not isinstance(target, torch.Tensor):
             raise ValueError(f"a dense target is the teacher's logits tensor (N, V), got {type(target).__name__}")

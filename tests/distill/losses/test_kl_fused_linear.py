@@ -153,3 +153,55 @@ def test_peak_memory_is_bounded_by_the_chunk_not_by_n_times_v():
     assert result["cpu_plain_peak_gib"] > 2 * n_by_v
     assert result["cpu_fused_peak_gib"] < n_by_v / 8
     assert result["cpu_peak_mem_ratio"] >= 10
+
+
+@pytest.mark.parametrize("kind", ["dense", "topk", "sampled"])
+def test_row_scales_weight_each_rows_loss_and_gradient(kind):
+    """scale (N,), of either sign, equals the reference's per-row losses weighted by it."""
+    case = CASES[2]
+    _, target, mask = case.build(kind)
+    hidden, weight = inputs(case, torch.float32)
+    scale = torch.linspace(-2.0, 3.0, case.n)
+    opts = dict(temperature=case.temperature, softcap=case.softcap)
+    h64, w64 = hidden.double().requires_grad_(), weight.double().requires_grad_()
+    target64 = target.double() if kind == "dense" else (target[0], target[1].double())
+    per_row = torch.stack([reference_kl((h64 @ w64.T)[i:i + 1], target64[i:i + 1] if kind == "dense" else
+                                        (target64[0][i:i + 1], target64[1][i:i + 1]), kind=kind,
+                                        mask=None if mask is None else mask[i:i + 1], **opts)[0]
+                           for i in range(case.n)])
+    (per_row * scale.double()).sum().backward()
+
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss, _ = fused_linear_kl(h, w, target, kind=kind, mask=mask, chunk_size=4, scale=scale, **opts)
+    loss.backward()
+    torch.testing.assert_close(loss.double(), (per_row * scale.double()).sum().detach(), rtol=1e-6, atol=1e-3)
+    torch.testing.assert_close(h.grad.double(), h64.grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(w.grad.double(), w64.grad, rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        rows, n = fused_linear_kl(hidden, weight, target, kind=kind, mask=mask, reduction="none", **opts)
+    assert rows.shape == (case.n,)
+    torch.testing.assert_close(rows.double(), per_row.detach(), rtol=1e-6, atol=1e-4)
+    with pytest.raises(ValueError, match="without gradients"):
+        fused_linear_kl(hidden.requires_grad_(), weight, target, kind=kind, mask=mask, reduction="none", **opts)
+
+
+def test_projected_teacher_logits_equal_the_materialised_ones():
+    """A dense target given as a frozen model's hidden states and output matrix (computed chunk by chunk)
+    gives the loss and gradients of the same teacher logits passed whole."""
+    from distill.losses.targets import ProjectedLogits
+
+    case = CASES[2]
+    hidden, weight = inputs(case, torch.float32)
+    g = torch.Generator().manual_seed(1)
+    t_hidden, t_weight = torch.randn(case.n, 8, generator=g), torch.randn(case.vocab, 8, generator=g)
+    teacher = torch.tanh(t_hidden @ t_weight.T / 5.0) * 5.0
+    results = []
+    for target in (teacher, ProjectedLogits(t_hidden, t_weight, softcap=5.0)):
+        h = hidden.clone().requires_grad_()
+        loss, _ = fused_linear_kl(h, weight, target, kind="dense", chunk_size=4)
+        loss.backward()
+        results.append((loss.detach(), h.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="projected teacher logits need"):
+        fused_linear_kl(hidden, weight, ProjectedLogits(t_hidden, t_weight[:5]), kind="dense")
