@@ -24,10 +24,13 @@ def frozen_ds_config(ds_config: dict) -> dict:
     return cfg
 
 
-def build_frozen(spec: str, tokenizer, ds_config: dict, device, dtype=torch.float32):
-    """Load `spec` for inference only: requires_grad off, eval mode, partitioned under ZeRO-3."""
+def build_frozen(spec: str, tokenizer, ds_config: dict, device, dtype=torch.float32, wrap=None):
+    """Load `spec` for inference only: requires_grad off, eval mode, partitioned under ZeRO-3. `wrap`
+    (model -> module) puts it in the module its callers call, e.g. one with a loss head."""
     cfg = frozen_ds_config(ds_config)
     model = build_model(spec, tokenizer, cfg, dtype=dtype)
+    if wrap is not None:
+        model = wrap(model)
     model.requires_grad_(False)
     model.eval()
     if zero_stage(cfg) != 3:

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import dataclasses
 
+from distill.ce_objective import LOSS_HEADS, uses_fused_head
 from distill.cli import add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
@@ -25,6 +26,7 @@ from distill.errors import UserError
 from distill.frozen import build_frozen
 from distill.models import build_model, check_tokenizer_matches, has_weights, model_config
 from unlearn.methods import build_objective, get_method, parse_hparams
+from unlearn.methods.terms import TermsModel
 from unlearn.tasks import add_task_args
 
 BASE_DEFAULTS = dict(global_batch=128, micro_batch=64, eval_every=0, save_every=20)
@@ -40,6 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="the trained model to unlearn from (a Hugging Face directory)")
     p.add_argument("--method", default="maxent", help="graddiff, maxent, rmu, npo or simnpo")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="override a method setting")
+    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
+                   help="fused: every term (and the reference's) from the final hidden states, chunked, never "
+                        "holding the (tokens x vocab) logits; logits: on the model's logits; auto: fused from "
+                        "8192 tokens up")
     task = add_task_args(p, "unlearn", argv)
     add_train_args(p, defaults)
     args = p.parse_args(argv)
@@ -65,19 +71,22 @@ def main():
     load_ds_config(args.ds_config)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, config.hidden_size)
+    fused = uses_fused_head(args.loss_head, config.vocab_size)
     reference = None
     if method.Objective.uses_reference(hp):
-        reference = build_frozen(args.model, tokenizer, ds_config, info.device)
+        reference = build_frozen(args.model, tokenizer, ds_config, info.device,
+                                 wrap=lambda model: TermsModel(model, fused))
     objective = build_objective(method, hp, reference, config)
 
     def model_fn():
         model = build_model(args.model, tokenizer, ds_config)
         objective.select_trainable(model)
-        return model
+        return TermsModel(model, fused)
 
     name = args.method
     run = {"stage": "unlearn", "model": str(Path(args.model).resolve()), "method": name,
-           "hparams": dataclasses.asdict(hp), "task": task.name, **task.unlearning_description(dataset)}
+           "hparams": dataclasses.asdict(hp), "loss_head": "fused" if fused else "logits", "task": task.name,
+           **task.unlearning_description(dataset)}
     trainer = Trainer(cfg, info, ds_config, args.model, tokenizer, dataset, objective, Path(args.out), run,
                       overwrite=args.overwrite, evaluate=task.evaluation(tokenizer, "periodic", info),
                       model_fn=model_fn)

@@ -1,9 +1,10 @@
-"""What every unlearning method shares: the batch layout, token log-probs, the retain term.
+"""What every unlearning method shares: the batch layout, the retain term, the trained parameters.
 
 A batch is {"forget": rows, "retain": rows}; forget rows are labelled on the answer tokens only,
 retain rows on every token (see `unlearn.tasks.forget_retain`). Every term is a sum over its own
 targets divided by the number of those targets in the whole optimizer step (`totals`), so the
-result does not depend on the number of ranks or accumulation steps.
+result does not depend on the number of ranks or accumulation steps. The model (and the reference)
+is a `unlearn.methods.terms.TermsModel`: terms come from its logits or its fused head alike.
 """
 
 from __future__ import annotations
@@ -15,27 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from distill.data import IGNORE_INDEX
-from distill.objective import count_targets, token_cross_entropy
-
-
-def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(next token) at every position, (B, T-1), and the mask of counted positions.
-
-    Ignored labels (-100) are replaced by a valid id *before* the gather: a negative index would wrap
-    around the vocabulary and read some other token's probability. Masked positions read 0.
-    """
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, targets.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
-    return picked * mask, mask
-
-
-def sequence_logprob(model, rows: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-prob of each row's labelled tokens (B,) and their number (B,)."""
-    logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits
-    picked, mask = target_logprobs(logits, rows["labels"])
-    return picked.sum(-1), mask.sum(-1)
+from distill.objective import count_targets
+from unlearn.methods.terms import causal_lm_of, run_terms
 
 
 def count_sequences(labels: torch.Tensor) -> int:
@@ -51,16 +33,13 @@ class RetainTerm:
     kind: str = "ce"  # "ce" | "kl"
 
     def __call__(self, model, rows: dict, totals: dict, reference=None) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits
+        labels = rows["labels"]
         if self.kind == "ce":
-            total = token_cross_entropy(logits, rows["labels"])
+            total = run_terms(model, rows, lambda t: t.nll(labels))
         else:
             with torch.no_grad():
-                ref_logits = reference(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits
-            mask = rows["labels"][:, 1:] != IGNORE_INDEX
-            ref_logp = torch.log_softmax(ref_logits[:, :-1].float(), -1)
-            logp = torch.log_softmax(logits[:, :-1].float(), -1)
-            total = ((ref_logp.exp() * (ref_logp - logp)).sum(-1) * mask).sum()
+                teacher = run_terms(reference, rows, lambda t: t.as_teacher())
+            total = run_terms(model, rows, lambda t: t.kl_from(teacher, labels, reference))
         return self.weight * total / max(totals["retain"], 1.0), total.detach()
 
 
@@ -104,8 +83,8 @@ class UnlearnObjective(abc.ABC):
 
 
 def decoder_layers(model):
-    """The list of transformer blocks of a Hugging Face causal LM (DeepSpeed engine or bare)."""
-    base = getattr(model, "module", model)
+    """The list of transformer blocks of a Hugging Face causal LM (DeepSpeed engine, TermsModel or bare)."""
+    base = causal_lm_of(model)
     inner = getattr(base, "model", None)
     layers = getattr(inner, "layers", None)
     if layers is None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distill.objective import token_cross_entropy
 from unlearn.methods.common import UnlearnObjective
+from unlearn.methods.terms import run_terms
 
 
 @dataclass
@@ -33,6 +33,5 @@ class Objective(UnlearnObjective):
         return hp.retain_loss == "kl"
 
     def forget_loss(self, model, rows, totals):
-        logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits
-        ce = token_cross_entropy(logits, rows["labels"])
+        ce = run_terms(model, rows, lambda t: t.nll(rows["labels"]))
         return -ce / max(totals["forget"], 1.0), {"forget": ce.detach()}

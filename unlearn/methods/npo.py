@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unlearn.methods.common import UnlearnObjective, sequence_logprob
+from unlearn.methods.common import UnlearnObjective
+from unlearn.methods.terms import run_terms
 
 
 @dataclass
@@ -31,10 +32,13 @@ class Objective(UnlearnObjective):
         return True
 
     def forget_loss(self, model, rows, totals):
-        logp, n = sequence_logprob(model, rows)
+        labels = rows["labels"]
         with torch.no_grad():
-            ref_logp, _ = sequence_logprob(self.reference, rows)
-        has_target = n > 0
-        per_seq = -(2.0 / self.hp.beta) * F.logsigmoid(-self.hp.beta * (logp - ref_logp))
-        total = (per_seq * has_target).sum()
+            ref_logp = run_terms(self.reference, rows, lambda t: t.logprobs(labels).sum(-1))
+
+        def loss_of(logp, n):
+            per_seq = -(2.0 / self.hp.beta) * F.logsigmoid(-self.hp.beta * (logp - ref_logp))
+            return (per_seq * (n > 0)).sum()
+
+        total = run_terms(model, rows, lambda t: t.sequence_loss(labels, loss_of))
         return total / max(totals["forget_seqs"], 1.0), {"forget_seqs": total.detach()}

@@ -19,6 +19,7 @@ import torch
 from distill.data import IGNORE_INDEX
 from distill.objective import count_targets
 from unlearn.methods.common import UnlearnObjective, capture_output, count_sequences, decoder_layers
+from unlearn.methods.terms import run_terms
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Objective(UnlearnObjective):
 
     def _activations(self, model, rows) -> torch.Tensor:
         with capture_output(decoder_layers(model)[self.hp.layer]) as store:
-            model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"])
+            run_terms(model, rows, lambda t: None)  # with the fused head: the decoder alone, no logits
         return store["out"].float()
 
     def forget_loss(self, model, rows, totals):

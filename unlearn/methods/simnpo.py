@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from unlearn.methods.common import UnlearnObjective, sequence_logprob
+from unlearn.methods.common import UnlearnObjective
+from unlearn.methods.terms import run_terms
 
 
 @dataclass
@@ -24,9 +25,10 @@ TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)
 
 class Objective(UnlearnObjective):
     def forget_loss(self, model, rows, totals):
-        logp, n = sequence_logprob(model, rows)
-        has_target = n > 0
-        mean_nll = -logp / n.clamp(min=1)
-        per_seq = -(2.0 / self.hp.beta) * F.logsigmoid(self.hp.beta * (mean_nll - self.hp.delta))
-        total = (per_seq * has_target).sum()
+        def loss_of(logp, n):
+            mean_nll = -logp / n.clamp(min=1)
+            per_seq = -(2.0 / self.hp.beta) * F.logsigmoid(self.hp.beta * (mean_nll - self.hp.delta))
+            return (per_seq * (n > 0)).sum()
+
+        total = run_terms(model, rows, lambda t: t.sequence_loss(rows["labels"], loss_of))
         return total / max(totals["forget_seqs"], 1.0), {"forget_seqs": total.detach()}

@@ -8,7 +8,7 @@ import torch
 
 from distill.data import IGNORE_INDEX
 from unlearn.methods import graddiff, maxent, npo, simnpo
-from unlearn.methods.common import target_logprobs
+from unlearn.methods.terms import LogitTerms, TermsModel
 
 
 class FixedLogits(torch.nn.Module):
@@ -37,7 +37,7 @@ FORGET = rows([[7, 1, 2]], [[IGNORE_INDEX, 1, 2]])
 # One retain row: position 0 predicts token 0 with p = 1/2 (p = (1/2, 1/4, 1/4)).
 RETAIN_LOGITS = torch.tensor([[LN(2), 0.0, 0.0], [0.0, 0.0, 0.0]])
 RETAIN = rows([[8, 0]], [[8, 0]])
-MODEL = FixedLogits({7: FORGET_LOGITS, 8: RETAIN_LOGITS})
+MODEL = TermsModel(FixedLogits({7: FORGET_LOGITS, 8: RETAIN_LOGITS}), fused=False)
 BATCH = {"forget": FORGET, "retain": RETAIN}
 # Totals as if the step held 4 forget tokens, 2 forget rows and 5 retain tokens (on other ranks too).
 TOTALS = {"forget": 4.0, "forget_seqs": 2.0, "retain": 5.0}
@@ -63,7 +63,7 @@ def test_maxent():
 
 def test_npo_against_a_reference():
     # The reference puts p = 1/3 on every token: log pi_ref(y) = 2 log(1/3).
-    ref = FixedLogits({7: torch.zeros(3, 3), 8: torch.zeros(2, 3)})
+    ref = TermsModel(FixedLogits({7: torch.zeros(3, 3), 8: torch.zeros(2, 3)}), fused=False)
     hp = npo.Hparams(beta=0.5, retain_weight=1.0)
     loss, _ = npo.Objective(hp, reference=ref)(MODEL, BATCH, TOTALS)
     ratio = FORGET_LOGP - 2 * LN(1 / 3)
@@ -86,14 +86,13 @@ def test_simnpo():
 
 def test_ignored_labels_are_masked_before_the_gather():
     logits = torch.randn(1, 3, 5)
-    picked, mask = target_logprobs(logits, torch.tensor([[0, IGNORE_INDEX, 4]]))
-    assert mask.tolist() == [[False, True]]
+    picked = LogitTerms(logits).logprobs(torch.tensor([[0, IGNORE_INDEX, 4]]))
     assert picked[0, 0].item() == 0.0
     assert picked[0, 1].item() == pytest.approx(torch.log_softmax(logits[0, 1], -1)[4].item())
     # Changing the logits at an ignored position changes nothing.
     bumped = logits.clone()
     bumped[0, 0] += 10.0
-    assert torch.equal(target_logprobs(bumped, torch.tensor([[0, IGNORE_INDEX, 4]]))[0], picked)
+    assert torch.equal(LogitTerms(bumped).logprobs(torch.tensor([[0, IGNORE_INDEX, 4]])), picked)
 
 
 def test_padding_rows_do_not_count():

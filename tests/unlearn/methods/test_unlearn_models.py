@@ -8,6 +8,7 @@ from distill.errors import UserError
 from distill.models import build_model
 from unlearn.methods import build_objective, get_method, parse_hparams, rmu
 from unlearn.methods.common import capture_output, decoder_layers
+from unlearn.methods.terms import TermsModel
 from unlearn.tasks.forget_retain import ForgetRetainDataset
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
@@ -24,8 +25,9 @@ def batch(tok):
 
 
 def tiny(tok, seed):
+    """A random gemma2-tiny, called with terms= as the unlearning stage wraps it."""
     torch.manual_seed(seed)
-    return build_model("gemma2-tiny", tok)
+    return TermsModel(build_model("gemma2-tiny", tok), fused=False)
 
 
 def totals_of(obj, batch):
@@ -35,23 +37,24 @@ def totals_of(obj, batch):
 def test_rmu_trains_only_the_chosen_down_projections(tok, batch):
     model, ref = tiny(tok, 0), tiny(tok, 0)
     ref.requires_grad_(False)
-    obj = build_objective(rmu, rmu.Hparams(layer=2, trainable_layers="1,2"), ref, model.config)
+    obj = build_objective(rmu, rmu.Hparams(layer=2, trainable_layers="1,2"), ref, model.causal_lm.config)
     obj.select_trainable(model)
     loss, _ = obj(model, batch, totals_of(obj, batch))
     loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert with_grad == {"model.layers.1.mlp.down_proj.weight", "model.layers.2.mlp.down_proj.weight"}
+    assert with_grad == {"causal_lm.model.layers.1.mlp.down_proj.weight",
+                         "causal_lm.model.layers.2.mlp.down_proj.weight"}
     assert all(p.grad is None for p in ref.parameters())
 
 
 def test_rmu_forget_term_equals_hidden_states_by_another_route(tok, batch):
     model = tiny(tok, 0)
     hp = rmu.Hparams(layer=1, coeff=5.0)
-    obj = build_objective(rmu, hp, tiny(tok, 0), model.config)
+    obj = build_objective(rmu, hp, tiny(tok, 0), model.causal_lm.config)
     rows = batch["forget"]
     _, parts = obj.forget_loss(model, rows, {"forget": 1.0})
-    hidden = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-                   output_hidden_states=True).hidden_states[2][:, :-1]  # [0] is the embedding
+    hidden = model.causal_lm(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
+                             output_hidden_states=True).hidden_states[2][:, :-1]  # [0] is the embedding
     mask = rows["labels"][:, 1:] != -100
     expected = (((hidden - obj.target) ** 2).mean(-1) * mask).sum()
     assert parts["forget"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -62,7 +65,7 @@ def test_hooks_are_removed_even_when_the_forward_fails(tok):
     model = tiny(tok, 0)
     layer = decoder_layers(model)[0]
     with pytest.raises(IndexError), capture_output(layer):
-        model(input_ids=torch.tensor([[1, 2, 999]]))  # id past the vocabulary
+        model.causal_lm(input_ids=torch.tensor([[1, 2, 999]]))  # id past the vocabulary
     assert not layer._forward_hooks
 
 
@@ -73,7 +76,7 @@ def test_reference_gets_no_gradient_and_is_not_modified(tok, batch, name):
     model, ref = tiny(tok, 0), tiny(tok, 1)
     ref.requires_grad_(False)
     before = {n: p.clone() for n, p in ref.state_dict().items()}
-    obj = build_objective(method, hp, ref, model.config)
+    obj = build_objective(method, hp, ref, model.causal_lm.config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(2):
         loss, _ = obj(model, batch, totals_of(obj, batch))
@@ -85,7 +88,7 @@ def test_reference_gets_no_gradient_and_is_not_modified(tok, batch, name):
 
 
 def test_rmu_layer_beyond_the_depth_is_named(tok):
-    config = tiny(tok, 0).config
+    config = tiny(tok, 0).causal_lm.config
     with pytest.raises(UserError, match=r"RMU layer index 7 is outside the model's 4 decoder layers"):
         build_objective(rmu, rmu.Hparams(layer=7), tiny(tok, 0), config)
 
