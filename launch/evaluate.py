@@ -15,12 +15,11 @@ from pathlib import Path
 # `python launch/evaluate.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import json
 
 import torch
 
-from distill.cli import run_main
+from distill.cli import Parser, run_main
 from distill.dist import DistInfo
 from distill.errors import UserError
 from distill.models import check_tokenizer_matches, has_weights, model_config
@@ -28,7 +27,7 @@ from unlearn.tasks import add_task_args
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--model", required=True, help="Hugging Face model directory (with its tokenizer)")
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

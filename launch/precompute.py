@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 
 from distill.cache import PrecomputeOptions, run_precompute
 from distill.cache.codec import MODES, TOPK
-from distill.cli import run_main
+from distill.cli import Parser, run_main
 from distill.ds_config import load_ds_config, resolve_precision
 from distill.errors import UserError
 from unlearn.tasks import add_task_args
@@ -32,7 +32,7 @@ DEFAULTS = PrecomputeOptions()
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--ds_config", "--ds-config", dest="ds_config", required=True,
                    help="DeepSpeed JSON config, e.g. ds_configs/zero3.json")
     p.add_argument("--teacher", required=True, help="Hugging Face model directory of the teacher (with weights)")

@@ -14,12 +14,11 @@ from pathlib import Path
 # `python launch/pretrain.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 
 import torch
 
 from distill.ce_objective import LOSS_HEADS, causal_lm_loss, uses_fused_head
-from distill.cli import add_train_args, deepspeed_config, run_main, train_config
+from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
@@ -31,7 +30,7 @@ DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--model", default="gemma2-tiny", help="preset name or a Hugging Face model directory")
     p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
                    help="fused: the cross-entropy from the final hidden states, chunked, never holding the "

@@ -18,11 +18,10 @@ from pathlib import Path
 # `python launch/relearn.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 
 from distill import rundir
 from distill.ce_objective import LOSS_HEADS
-from distill.cli import add_train_args, deepspeed_config, run_main, train_config
+from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig
@@ -36,7 +35,7 @@ DEFAULTS = TrainConfig(steps=150, global_batch=32, micro_batch=16, lr=1e-3, min_
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--model", required=True, help="the model to attack (a Hugging Face directory)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="the attacker's learning-rate grid")
     p.add_argument("--seeds", default="0", help="attack seeds (data order); curves are averaged over them")

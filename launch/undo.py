@@ -17,11 +17,10 @@ from pathlib import Path
 # `python launch/undo.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import shlex
 import time
 
-from distill.cli import run_main
+from distill.cli import Parser, run_main
 from distill.errors import UserError
 from distill.rundir import write_json
 from unlearn.experiment import Settings, build_stages
@@ -32,7 +31,7 @@ from unlearn.results import collect
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--out", required=True, help="run directory: every stage's output, results and report")
     p.add_argument("--quick", action="store_true", help="smoke-test budgets for every stage (CI)")
     p.add_argument("--methods", default="maxent", help=f"unlearning methods, from {', '.join(METHODS)}")

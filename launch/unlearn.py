@@ -14,11 +14,10 @@ from pathlib import Path
 # `python launch/unlearn.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse
 import dataclasses
 
 from distill.ce_objective import LOSS_HEADS, uses_fused_head
-from distill.cli import add_train_args, deepspeed_config, run_main, train_config
+from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
@@ -33,12 +32,12 @@ BASE_DEFAULTS = dict(global_batch=128, micro_batch=64, eval_every=0, save_every=
 
 
 def parse_args(argv=None):
-    first = argparse.ArgumentParser(add_help=False)
+    first = Parser(add_help=False)
     first.add_argument("--method", default="maxent")
     known, _ = first.parse_known_args(argv)
     method = get_method(known.method)
     defaults = TrainConfig(**{**BASE_DEFAULTS, **method.TRAIN_DEFAULTS})
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--model", required=True, help="the trained model to unlearn from (a Hugging Face directory)")
     p.add_argument("--method", default="maxent", help="graddiff, maxent, rmu, npo or simnpo")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="override a method setting")

@@ -53,3 +53,53 @@ def test_evaluate_missing_model(tmp_path):
     result = run_python("launch/evaluate.py", ["--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "e.json")])
     assert result.returncode == 2 and "does not exist" in result.stderr
     assert not (tmp_path / "e.json").exists()
+
+
+TRAINING_FLAGS = [  # (flags, what the one-line error names)
+    (["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (["--lr", "inf"], "argument --lr: expected a finite number, got 'inf'"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--micro-batch", "0"], "--micro-batch must be at least 1, got 0"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be >= 0, got -0.1"),
+    (["--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1, got 0"),
+    (["--schedule", "sawtooth"], "argument --schedule: invalid choice: 'sawtooth'"),
+]
+
+
+@pytest.mark.parametrize("flags,message", TRAINING_FLAGS, ids=[f[0][0] + "=" + f[0][1] for f in TRAINING_FLAGS])
+def test_bad_training_flags_are_one_line_and_write_nothing(tmp_path, flags, message):
+    out = tmp_path / "out"
+    result = run_python("launch/pretrain.py", tiny_run_args(out, micro=4, extra=flags))
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and "usage:" not in result.stderr, result.stderr
+    assert not out.exists()
+
+
+DISTILL_FLAGS = [
+    (["--alpha", "nan"], "argument --alpha: expected a finite number, got 'nan'"),
+    (["--alpha", "1.5"], "--alpha must lie in [0, 1], got 1.5"),
+    (["--beta", "-1"], "--beta must be >= 0, got -1.0"),
+    (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (["--perturb-pattern", "(["], "--perturb-pattern is not a valid regular expression"),
+]
+
+
+@pytest.mark.parametrize("flags,message", DISTILL_FLAGS, ids=[f[0][0] + "=" + f[0][1] for f in DISTILL_FLAGS])
+def test_bad_distillation_flags_are_refused_before_anything(tmp_path, flags, message):
+    out = tmp_path / "out"
+    args = ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(tmp_path / "teacher"), "--online",
+            "--out", str(out), *flags]
+    result = run_python("launch/distill.py", args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists()
+
+
+def test_a_corrected_command_runs_into_the_same_out(tmp_path):
+    out = tmp_path / "out"
+    refused = run_python("launch/pretrain.py", tiny_run_args(out, micro=4, steps=2, extra=["--lr", "nan"]))
+    assert refused.returncode == 2 and not out.exists()
+    fixed = run_python("launch/pretrain.py", tiny_run_args(out, micro=4, steps=2))
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    assert (out / "summary.json").exists()
