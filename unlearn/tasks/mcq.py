@@ -6,9 +6,10 @@ A question file is json/jsonl with one object per question: {"question": str, "c
     {question}\\nA. {choice 0}\\nB. {choice 1}\\n...\\nAnswer:
 
 and each choice's continuation is " A", " B", ...; its log-likelihood is the sum of the continuation
-tokens' log-probabilities after the prompt (the prompt and the prompt + continuation are tokenised, the
-continuation is what the longer encoding adds; a bos token leads where the tokenizer has one, as the
-harness does for Gemma). `acc` is the share of questions whose highest-scoring choice is the answer
+tokens' log-probabilities after the prompt (the prompt and the prompt + continuation are tokenised with
+the tokenizer's own special tokens, as lm-evaluation-harness 0.4.13 does: a Gemma or Llama tokenizer
+leads with bos; the continuation is what the longer encoding adds). `acc` is the share of questions
+whose highest-scoring choice is the answer
 (the first on ties). Questions are sharded over ranks with equal forward counts (ZeRO-3) and the counts
 all-reduced, so the result is the same on any world size.
 """
@@ -83,10 +84,13 @@ def load_questions(path: str, flag: str = "--mcq-eval") -> list[Question]:
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids): the continuation is what encoding context + continuation adds."""
-    lead = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    whole = lead + tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = lead + tokenizer(context, add_special_tokens=False)["input_ids"]
+    """(context ids, continuation ids): the continuation is what encoding context + continuation adds.
+    Trailing spaces of the context move to the continuation, as the harness moves them."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tokenizer(context + continuation)["input_ids"]
+    ctx = tokenizer(context)["input_ids"]
     return ctx, whole[len(ctx):]
 
 

@@ -44,7 +44,7 @@ def test_loglikelihoods_are_the_continuation_s_log_probabilities(model, tok):
     scores = choice_loglikelihoods(model, tok, q, "cpu")
     for cont, score in zip(q.continuations, scores):
         ctx, ids = encode_pair(tok, q.prompt, cont)
-        assert ctx[0] == tok.bos_token_id and ids
+        assert ctx == tok(q.prompt)["input_ids"] and ids  # the tokenizer's own special tokens, as the harness
         logp = torch.log_softmax(model(input_ids=torch.tensor([ctx + ids])).logits[0], -1)
         direct = sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(ids))
         assert score == pytest.approx(direct, abs=1e-4)

@@ -37,13 +37,20 @@ def items(n: int) -> list[dict]:
     return out
 
 
-def test_accuracy_and_loglikelihoods_equal_the_harness(tmp_path):
+@pytest.mark.parametrize("bos", [False, True], ids=["plain", "bos-leading"])
+def test_accuracy_and_loglikelihoods_equal_the_harness(tmp_path, bos):
+    """bos-leading: the tokenizer adds bos itself, as Gemma's and Llama's do (both sides then lead with it)."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
+    from tokenizers.processors import TemplateProcessing
 
     tok = AutoTokenizer.from_pretrained(make_corpora(tmp_path / "corpora", n_docs=20)["tokenizer"])
+    if bos:
+        lead = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
+        tok._tokenizer.post_processor = lead
+        assert tok("a b")["input_ids"][0] == tok.bos_token_id
     torch.manual_seed(0)
-    model = build_model("gemma2-tiny", tok).eval()  # a Gemma: the harness leads with bos, as we do
+    model = build_model("gemma2-tiny", tok).eval()
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
