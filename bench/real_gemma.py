@@ -32,7 +32,8 @@ import torch
 import torch.distributed as torch_dist
 
 from distill import dist, rundir
-from distill.cache import CacheReader, Expected, PrecomputeOptions, load_manifest, run_precompute, values
+from distill.batches import CacheBatches
+from distill.cache import CacheReader, Expected, PrecomputeOptions, load_manifest, open_cache, run_precompute, values
 from distill.cache.fingerprint import teacher_fingerprint, tokenizer_fingerprint
 from distill.cli import run_main
 from distill.dist import init_distributed
@@ -178,16 +179,14 @@ def distill(args, info, tokenizer, cache: str) -> dict:
         shrink_and_perturb(model, args.alpha, args.beta, seed=cfg.seed)
         return StudentWithKLHead(model, manifest.plan.mode, vocab, 1.0)
 
-    def stream(start):
-        return CacheReader(cache, expected, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
-                           seed=cfg.seed, start=start, epochs=None)
+    batches = CacheBatches(cache, open_cache(cache, expected), info.rank, info.world_size, cfg.seed)
 
     out = Path(args.out) / "distill"
     run = {"stage": "bench-real-gemma", "model": str(Path(args.model).resolve()), "cache": str(Path(cache).resolve()),
            "alpha": args.alpha, "beta": args.beta, "loss_head": "fused"}
     objective = CachedDistillObjective(manifest.plan.mode, vocab, 1.0, fused=True)
-    trainer = Trainer(cfg, info, ds_config, args.model, tokenizer, manifest.plan.records, objective, out, run,
-                      overwrite=True, model_fn=model_fn, stream=stream)  # a bench measures from step 0
+    trainer = Trainer(cfg, info, ds_config, args.model, tokenizer, batches, objective, out, run,
+                      overwrite=True, model_fn=model_fn)  # a bench measures from step 0
     trainer.train()
     return losses_and_times(out / rundir.METRICS) if info.is_main else {}
 

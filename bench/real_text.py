@@ -95,6 +95,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=4, help="training steps per stage")
     p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--rerun", action="store_true", help="run every stage again (default: reuse finished ones)")
     args = p.parse_args()
     out, data = Path(args.out).resolve(), Path(args.data).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -103,29 +104,35 @@ def main():
     text = ["--task", "text", "--forget-data", str(data / "korean.jsonl"), "--retain-data",
             str(data / "english.jsonl"), "--seq-len", str(args.seq_len), "--eval-docs", "8", "--eval-batch", "4"]
     train = ["--ds_config", ZERO3, "--global-batch", "4", "--micro-batch", "2", "--steps", str(args.steps),
-             "--save-every", "0", "--eval-every", "0", "--overwrite"]
+             "--save-every", "0", "--eval-every", "0", "--overwrite"]  # --overwrite: only reached on a rerun
     results: dict = {"model": str(args.model), "seq_len": args.seq_len, "global_batch": 4, "ranks": 2, "stages": {}}
 
-    def ds(script, stage_args, name):
+    def ds(script, stage_args, name, done: Path):
+        """Run a stage unless `done` (its last output) exists from an earlier run of this bench."""
+        if done.exists() and not args.rerun:
+            print(f"{name}: reusing {done.parent if done.name in ('summary.json', 'manifest.json') else done}")
+            return None
         wall = run(deepspeed_command(script, stage_args, 2), logs / f"{name}.log")
         return round(wall, 1)
 
     base_eval = out / "base-eval.json"
-    run([sys.executable, "launch/evaluate.py", "--model", args.model, "--out", str(base_eval), *text],
-        logs / "evaluate-base.log")
+    if args.rerun or not base_eval.exists():
+        run([sys.executable, "launch/evaluate.py", "--model", args.model, "--out", str(base_eval), *text],
+            logs / "evaluate-base.log")
     results["stages"]["base"] = {"evaluation": json.loads(base_eval.read_text())}
 
     unlearned = out / "unlearned"
     wall = ds("launch/unlearn.py", [*train, "--model", args.model, "--method", "maxent", "--lr", "1e-5",
-                                    "--out", str(unlearned), *text], "unlearn")
+                                    "--out", str(unlearned), *text], "unlearn", unlearned / "summary.json")
     results["stages"]["unlearn"] = {"wall_s": wall, **step_figures(unlearned),
                                     "evaluation": json.loads((unlearned / "summary.json").read_text())["evaluation"]}
 
     cache = out / "cache"
     wall = ds("launch/precompute.py", ["--ds_config", ZERO3, "--teacher", str(unlearned), "--out", str(cache),
                                        "--task", "text", "--data", str(data / "mix.jsonl"), "--seq-len",
-                                       str(args.seq_len), "--top-k", "64", "--micro-batch", "2", "--overwrite"],
-              "precompute")
+                                       str(args.seq_len), "--top-k", "64", "--micro-batch", "2",
+                                       "--records-per-shard", "32", "--overwrite"],  # shards for both ranks
+              "precompute", cache / "manifest.json")
     manifest = json.loads((cache / "manifest.json").read_text())
     results["stages"]["precompute"] = {"wall_s": wall, "records": manifest["records"],
                                        "bytes": sum(s["bytes"] for s in manifest["shards"])}
@@ -133,8 +140,9 @@ def main():
     for alpha, beta in (("0.25", "0"), ("1", "1")):
         student = out / f"student-alpha{alpha}"
         wall = ds("launch/distill.py", [*train, "--teacher", str(unlearned), "--cache", str(cache), "--alpha", alpha,
-                                        "--beta", beta, "--lr", "1e-4", "--retain-gap", "-1", "--data",
-                                        str(data / "mix.jsonl"), "--out", str(student), *text], f"distill-{alpha}")
+                                        "--beta", beta, "--lr", "1e-4", "--schedule", "constant", "--warmup", "0",
+                                        "--retain-gap", "-1", "--data", str(data / "mix.jsonl"), "--out",
+                                        str(student), *text], f"distill-{alpha}", student / "summary.json")
         summary = json.loads((student / "summary.json").read_text())
         results["stages"][f"distill_alpha{alpha}"] = {"wall_s": wall, **step_figures(student),
                                                       "evaluation": summary["evaluation"],
@@ -146,7 +154,7 @@ def main():
                                         "--global-batch", "4", "--micro-batch", "2", "--steps", str(args.steps),
                                         "--eval-every", str(args.steps), "--lrs", "1e-4",
                                         *text[:3], "--seq-len", str(args.seq_len), "--eval-docs", "8"],
-                  f"relearn-{name}")
+                  f"relearn-{name}", attack)
         result = json.loads(attack.read_text())
         results["stages"][f"relearn_{name}"] = {"wall_s": wall, "forget_ce": result["forget_ce"]}
 

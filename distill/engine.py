@@ -16,7 +16,7 @@ import hashlib
 import resource
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,8 @@ import torch
 from tqdm import tqdm
 
 from distill import checkpoint, dist, rundir
-from distill.data import GlobalBatchPlan, fetch, stack_records, to_device
+from distill.batches import MapBatches
+from distill.data import GlobalBatchPlan, to_device
 from distill.dist import DistInfo
 from distill.errors import UserError
 from distill.knobs import at_least_one, check_knobs, knob, non_negative, positive
@@ -71,6 +72,9 @@ class TrainConfig:
             raise UserError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise UserError(f"--schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if self.schedule != "constant" and self.min_lr > self.lr:
+            raise UserError(f"--min-lr {self.min_lr:g} exceeds --lr {self.lr:g}: the {self.schedule} decay would "
+                            "raise the learning rate (lower --min-lr, or use --schedule constant)")
         if self.warmup_steps is None:
             self.warmup_steps = round(0.05 * self.steps)
         if not 0 <= self.warmup_steps <= self.steps:
@@ -140,20 +144,18 @@ def scratch_dir(scratch: str, out: Path) -> Path:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, ds_config: dict, model_spec: str, tokenizer,
-                 dataset, objective: Objective, out: Path, run_config: dict, overwrite: bool = False,
-                 evaluate: EvalFn | None = None, model_fn: Callable | None = None,
-                 stream: Callable[[int], Iterator[dict]] | None = None):
-        """`dataset` is map-style (read in the order of `GlobalBatchPlan`), unless `stream` is given:
-        then `stream(samples_seen)` returns this rank's records from that global position on, already
-        in the plan's layout (blocks of one micro-batch, round-robin over ranks), and `dataset` is
-        only its length (e.g. a cache's record count)."""
+                 batches, objective: Objective, out: Path, run_config: dict, overwrite: bool = False,
+                 evaluate: EvalFn | None = None, model_fn: Callable | None = None):
+        """`batches`: a batch source (`distill.batches`: MapBatches, CacheBatches), or a map-style dataset
+        (read through MapBatches), served in the order of `GlobalBatchPlan`."""
         cfg.validate()
         self.cfg, self.info, self.ds_config = cfg, info, ds_config
-        self.tokenizer, self.dataset, self.objective = tokenizer, dataset, objective
+        self.tokenizer, self.objective = tokenizer, objective
+        if not hasattr(batches, "micro_batch"):
+            batches = MapBatches(batches, tokenizer.pad_token_id)
+        self.batches = batches
         self.out, self.evaluate = Path(out), evaluate
-        self.stream_fn, self._stream = stream, None
-        length = dataset if isinstance(dataset, int) else len(dataset)
-        self.plan = GlobalBatchPlan(length, cfg.global_batch, cfg.micro_batch, info.world_size,
+        self.plan = GlobalBatchPlan(len(batches), cfg.global_batch, cfg.micro_batch, info.world_size,
                                     info.rank, cfg.seed)
         # Where a node keeps its resume state is not part of what the run computes: not compared on resume.
         train = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "scratch"}
@@ -201,12 +203,7 @@ class Trainer:
 
     # -- one optimizer step --------------------------------------------------------------------
     def _micro_batch(self, step: int, accum: int) -> dict:
-        if self.stream_fn is None:
-            return fetch(self.dataset, self.plan.micro_indices(step, accum), self.tokenizer.pad_token_id)
-        if self._stream is None:  # opened lazily, at the resumed position
-            self._stream = iter(self.stream_fn(self.plan.samples_seen(step)))
-        records = [next(self._stream) for _ in range(self.cfg.micro_batch)]
-        return stack_records(records)
+        return self.batches.micro_batch(self.plan, step, accum)
 
     def _totals(self, batches: list[dict]) -> dict[str, float]:
         counts: dict[str, int] = {}

@@ -23,7 +23,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from distill import metrics, rundir
-from distill.cache import CacheReader, Expected, open_cache, teacher_fingerprint, tokenizer_fingerprint
+from distill.batches import CacheBatches
+from distill.cache import Expected, open_cache, teacher_fingerprint, tokenizer_fingerprint
 from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
@@ -139,10 +140,6 @@ def main():
     s_config = model_config(s_spec, tokenizer)
     cfg = train_config(args)
     manifest = open_targets(args, task, tokenizer)
-    if manifest is None:
-        dataset = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed + 1)
-    else:
-        dataset = manifest.plan.records
     load_ds_config(args.ds_config)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, s_config.hidden_size)
@@ -152,18 +149,16 @@ def main():
     teacher_eval = evaluate(teacher)
     n_teacher = count_parameters(teacher)
 
-    stream, fused = None, args.loss_head == "fused"
+    fused = args.loss_head == "fused"
     if args.online:
         objective = OnlineDistillObjective(teacher, len(tokenizer), args.temperature, fused=fused)
     else:
         del teacher  # only its evaluation was needed: the cache holds its outputs
         objective = CachedDistillObjective(manifest.plan.mode, len(tokenizer), args.temperature, fused=fused)
-    if manifest is not None:
-        rows_of = args.rows_from_cache or args.cache
-
-        def stream(start):
-            return CacheReader(rows_of, rank=info.rank, world_size=info.world_size, block=cfg.micro_batch,
-                               seed=cfg.seed, start=start, epochs=None)
+    if manifest is None:
+        batches = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed + 1)
+    else:
+        batches = CacheBatches(args.rows_from_cache or args.cache, manifest, info.rank, info.world_size, cfg.seed)
 
     def model_fn():
         model = build_model(s_spec, tokenizer, ds_config)
@@ -179,8 +174,8 @@ def main():
     run = {"stage": "distill", "teacher": str(Path(args.teacher).resolve()),
            **dataclasses.asdict(from_args(StudentKnobs, args)), "targets": targets, "retain_gap": args.retain_gap,
            "task": task.name, "rows": task.rows_description()}
-    trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, dataset, objective, Path(args.out), run,
-                      overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn, stream=stream)
+    trainer = Trainer(cfg, info, ds_config, s_spec, tokenizer, batches, objective, Path(args.out), run,
+                      overwrite=args.overwrite, evaluate=evaluate, model_fn=model_fn)
     criterion, stop = task.criterion(teacher_eval, args.retain_gap)
     trainer.train(stop=stop)
     steps = trainer.stopped_at or cfg.steps
