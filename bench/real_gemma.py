@@ -161,7 +161,7 @@ def summarise_check(rows: list[dict], records: int, inputs_equal: bool) -> dict:
 # -- (c) 20 steps of cached distillation -----------------------------------------------------------
 def distill(args, info, tokenizer, cache: str) -> dict:
     """Distill the cache into the model shrunk (and perturbed) in place, through the fused-linear KL head."""
-    from distill.kd_objective import CachedDistillObjective, StudentWithKLHead
+    from distill.kd_objective import CachedDistillObjective
 
     manifest = load_manifest(Path(cache))
     cfg = TrainConfig(steps=args.steps, global_batch=args.micro_batch * info.world_size, micro_batch=args.micro_batch,
@@ -177,7 +177,7 @@ def distill(args, info, tokenizer, cache: str) -> dict:
     def model_fn():
         model = build_model(args.model, tokenizer, ds_config)
         shrink_and_perturb(model, args.alpha, args.beta, seed=cfg.seed)
-        return StudentWithKLHead(model, manifest.plan.mode, vocab, 1.0)
+        return model  # the objective wraps it in its fused head
 
     batches = CacheBatches(cache, open_cache(cache, expected), info.rank, info.world_size, cfg.seed)
 

@@ -40,6 +40,9 @@ class FusedCausalLMObjective:
     def count(self, batch: dict) -> dict[str, int]:
         return {"ce": count_targets(batch["labels"])}
 
+    def wrap(self, causal_lm) -> StudentWithKLHead:
+        return with_ce_head(causal_lm)
+
     def __call__(self, model, batch, totals):
         labels = batch["labels"]
         pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
@@ -53,7 +56,5 @@ class FusedCausalLMObjective:
 
 
 def causal_lm_loss(loss_head: str, vocab_size: int):
-    """(objective, wrap) for a causal-LM stage: wrap turns the built model into what the objective trains."""
-    if uses_fused_head(loss_head, vocab_size):
-        return FusedCausalLMObjective(), with_ce_head
-    return CausalLMObjective(), lambda model: model
+    """The objective of a causal-LM stage (its `wrap` makes the built model what it trains)."""
+    return FusedCausalLMObjective() if uses_fused_head(loss_head, vocab_size) else CausalLMObjective()

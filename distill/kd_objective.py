@@ -44,6 +44,9 @@ class OnlineDistillObjective:
     def __init__(self, teacher, vocab: int, temperature: float = 1.0, fused: bool = True):
         self.teacher, self.vocab, self.temperature, self.fused = teacher, vocab, temperature, fused
 
+    def wrap(self, causal_lm):
+        return wrap_student(self, causal_lm)
+
     def count(self, batch: dict) -> dict[str, int]:
         return {"kd": int(batch["attention_mask"].sum())}
 
@@ -63,6 +66,9 @@ class CachedDistillObjective:
     def __init__(self, kind: str, vocab: int, temperature: float = 1.0, fused: bool = True):
         self.kind, self.vocab, self.temperature, self.fused = kind, vocab, temperature, fused
 
+    def wrap(self, causal_lm):
+        return wrap_student(self, causal_lm)
+
     def count(self, batch: dict) -> dict[str, int]:
         return {"kd": int(batch["attention_mask"].sum())}
 
@@ -73,6 +79,13 @@ class CachedDistillObjective:
         mask = batch["attention_mask"].reshape(-1).bool()
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         return student_loss(model, inputs, target, mask, totals, self)
+
+
+def wrap_student(objective, causal_lm):
+    """The student as the objective trains it: with the fused KL head of its kind, or bare (logits)."""
+    if not objective.fused:
+        return causal_lm
+    return StudentWithKLHead(causal_lm, objective.kind, objective.vocab, objective.temperature)
 
 
 def student_loss(model, inputs: dict, target, mask, totals, objective):

@@ -8,6 +8,10 @@ global batch. It works in two passes:
 2. `__call__(model, batch, totals)` per micro-batch returns the micro-batch's share of the step loss,
    `sum_t weight_t * loss_sum_t(batch) / totals[t]`, plus the raw per-term sums for logging.
 
+An objective also owns the module it trains: `wrap(causal_lm)` puts the built model inside whatever head
+its loss needs (the fused-linear head, a terms interface) before DeepSpeed sees it; by default the
+model itself.
+
 Stages with several terms (unlearning: forget and retain) declare one count per term.
 """
 
@@ -23,6 +27,8 @@ from distill.data import IGNORE_INDEX
 
 class Objective(Protocol):
     def count(self, batch: dict) -> dict[str, int]: ...
+
+    def wrap(self, causal_lm) -> torch.nn.Module: ...
 
     def __call__(self, model, batch: dict, totals: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ...
@@ -50,6 +56,9 @@ class CausalLMObjective:
 
     def count(self, batch: dict) -> dict[str, int]:
         return {"ce": count_targets(batch["labels"])}
+
+    def wrap(self, causal_lm):
+        return causal_lm
 
     def __call__(self, model, batch, totals):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

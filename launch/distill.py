@@ -31,7 +31,7 @@ from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.frozen import build_frozen
-from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective, StudentWithKLHead
+from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective
 from distill.knobs import add_knobs, check_knobs, from_args, knob, non_negative, positive, unit_interval, valid_regex
 from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
 from distill.noise import shrink_and_perturb
@@ -167,7 +167,7 @@ def main():
                 shrink_and_perturb(model, args.alpha, args.beta, seed=cfg.seed, pattern=args.perturb_pattern)
             except ValueError as e:
                 raise UserError(str(e)) from e
-        return StudentWithKLHead(model, objective.kind, len(tokenizer), args.temperature) if fused else model
+        return model  # the objective puts it in its loss head (objective.wrap)
 
     targets = (f"cache:{Path(args.cache).resolve()}" if not args.online else
                "online" if manifest is None else f"online:rows-of:{Path(args.rows_from_cache).resolve()}")

@@ -51,13 +51,13 @@ def main():
     dataset = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, config.hidden_size)
-    objective, wrap = causal_lm_loss(args.loss_head, config.vocab_size)
+    objective = causal_lm_loss(args.loss_head, config.vocab_size)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     run = {"stage": "pretrain", "model": args.model, "task": task.name, "rows": task.rows_description(),
            "loss_head": "fused" if uses_fused_head(args.loss_head, config.vocab_size) else "logits"}
     trainer = Trainer(cfg, info, ds_config, args.model, tokenizer, dataset, objective, Path(args.out), run,
                       overwrite=args.overwrite, evaluate=task.evaluation(tokenizer, "periodic", info),
-                      model_fn=lambda: wrap(build_model(args.model, tokenizer, ds_config, dtype=dtype)))
+                      model_fn=lambda: build_model(args.model, tokenizer, ds_config, dtype=dtype))
     last = trainer.train()
     final = trainer.run_eval(cfg.steps, task.evaluation(tokenizer, "final", info))
     trainer.finish({"stage": "pretrain", "steps": cfg.steps, "final_loss": last.get("loss"),

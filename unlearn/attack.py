@@ -73,11 +73,11 @@ def attack_one(ctx, lr: float, seed: int) -> list[float]:
             return saved[key]
     cfg = dataclasses.replace(ctx.train, lr=lr, min_lr=lr, seed=seed)
     data = ctx.task.attack_rows(ctx.tokenizer, plan.steps * cfg.global_batch, seed=DATA_SEED + seed)
-    objective, wrap = causal_lm_loss(ctx.loss_head, ctx.vocab_size)
+    objective = causal_lm_loss(ctx.loss_head, ctx.vocab_size)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     trainer = Trainer(cfg, info, ctx.ds_config, ctx.model, ctx.tokenizer, data, objective, out,
                       ctx.part_config(lr, seed), overwrite=False, evaluate=ctx.evaluate,
-                      model_fn=lambda: wrap(build_model(ctx.model, ctx.tokenizer, ctx.ds_config, dtype=dtype)))
+                      model_fn=lambda: build_model(ctx.model, ctx.tokenizer, ctx.ds_config, dtype=dtype))
     if trainer.start_step == 0:
         trainer.run_eval(0)
     trainer.train()

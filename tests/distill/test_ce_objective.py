@@ -52,7 +52,8 @@ def test_fused_cross_entropy_matches_the_logits_path(family):
 def test_auto_fuses_from_a_large_vocabulary_up():
     assert not uses_fused_head("auto", 77) and uses_fused_head("auto", 256_000)
     assert uses_fused_head("fused", 77) and not uses_fused_head("logits", 256_000)
-    objective, wrap = causal_lm_loss("auto", 77)
-    assert isinstance(objective, CausalLMObjective) and wrap("m") == "m"
+    objective = causal_lm_loss("auto", 77)
+    assert isinstance(objective, CausalLMObjective) and objective.wrap("m") == "m"
+    assert isinstance(causal_lm_loss("fused", 77), FusedCausalLMObjective)
     with pytest.raises(ValueError, match="loss head must be one of"):
         uses_fused_head("dense", 77)
