@@ -32,8 +32,16 @@ import torch
 import torch.distributed as torch_dist
 
 from distill import dist, rundir
-from distill.batches import CacheBatches
-from distill.cache import CacheReader, Expected, PrecomputeOptions, load_manifest, open_cache, run_precompute, values
+from distill.cache import (
+    CacheBatches,
+    CacheReader,
+    Expected,
+    PrecomputeOptions,
+    load_manifest,
+    open_cache,
+    run_precompute,
+    values,
+)
 from distill.cache.fingerprint import teacher_fingerprint, tokenizer_fingerprint
 from distill.cli import run_main
 from distill.dist import init_distributed

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as torch_dist
+
+from distill.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -129,3 +132,17 @@ def shutdown() -> None:
         rank = torch_dist.get_rank()
         torch_dist.destroy_process_group()
         release_shm(os.environ.get("MASTER_ADDR", "127.0.0.1"), os.environ.get("MASTER_PORT", "*"), rank)
+
+
+def on_main(info: DistInfo, fn: Callable[[], object]):
+    """Run fn on rank 0 and give every rank its result; a UserError there is raised on every rank."""
+    result: dict = {}
+    if info.is_main:
+        try:
+            result = {"value": fn()}
+        except UserError as e:
+            result = {"error": str(e)}
+    result = broadcast_object(result)
+    if "error" in result:
+        raise UserError(result["error"])
+    return result["value"]

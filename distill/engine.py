@@ -26,7 +26,7 @@ from tqdm import tqdm
 from distill import checkpoint, dist, rundir
 from distill.batches import MapBatches
 from distill.data import GlobalBatchPlan, to_device
-from distill.dist import DistInfo
+from distill.dist import DistInfo, on_main
 from distill.errors import UserError
 from distill.knobs import at_least_one, check_knobs, knob, non_negative, positive
 from distill.metrics import MetricsLog
@@ -90,20 +90,6 @@ EvalFn = Callable[[torch.nn.Module], dict]
 def hf_model(module: torch.nn.Module) -> torch.nn.Module:
     """The causal LM inside a trained module: itself, or the model a loss head wraps (`causal_lm`)."""
     return getattr(module, "causal_lm", module)
-
-
-def on_main(info: DistInfo, fn: Callable[[], object]):
-    """Run fn on rank 0 and give every rank its result; a UserError there is raised on every rank."""
-    result: dict = {}
-    if info.is_main:
-        try:
-            result = {"value": fn()}
-        except UserError as e:
-            result = {"error": str(e)}
-    result = dist.broadcast_object(result)
-    if "error" in result:
-        raise UserError(result["error"])
-    return result["value"]
 
 
 def make_optimizer(model, cfg: TrainConfig, ds_config: dict):

@@ -23,8 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from distill import metrics, rundir
-from distill.batches import CacheBatches
-from distill.cache import Expected, open_cache, teacher_fingerprint, tokenizer_fingerprint
+from distill.cache import CacheBatches, Expected, open_cache, teacher_fingerprint, tokenizer_fingerprint
 from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config

@@ -22,7 +22,8 @@ import torch
 
 from distill import dist, metrics, rundir
 from distill.ce_objective import causal_lm_loss, uses_fused_head
-from distill.engine import TrainConfig, Trainer, on_main
+from distill.dist import on_main
+from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.models import build_model, model_config
 from unlearn.relearn import mean_over_seeds, relearning_area, strongest_attacker

@@ -7,6 +7,7 @@ quantiser), `idsets` (id sets -> gaps), `planes` (array <-> zstd frame), `codec`
 `precompute` (the distributed job), `stream` (order and split), `reader` (the streaming dataset).
 """
 
+from distill.cache.batches import CacheBatches
 from distill.cache.codec import SAMPLED, TOPK, Codec
 from distill.cache.errors import CacheError
 from distill.cache.fingerprint import dataset_fingerprint, teacher_fingerprint, tokenizer_fingerprint
@@ -17,6 +18,7 @@ from distill.cache.stream import Split, StreamOrder
 from distill.cache.writer import CacheWriter, prepare
 
 __all__ = [
+    "CacheBatches",
     "SAMPLED", "TOPK", "CacheError", "CachePlan", "CacheReader", "CacheWriter", "Codec", "Expected", "Manifest",
     "PrecomputeOptions", "PrecomputeStats", "ShardEntry", "Split", "StreamOrder", "compute_shards",
     "dataset_fingerprint", "load_manifest", "make_plan", "open_cache", "prepare", "run_precompute",

@@ -191,7 +191,7 @@ def make_plan(options: PrecomputeOptions, *, teacher: str, tokenizer: str, datas
 def run_precompute(teacher_dir: str, tokenizer, dataset, description: dict, ds_config_path: str, out: str,
                    options: PrecomputeOptions, precision: str = "fp32", overwrite: bool = False) -> PrecomputeStats:
     """The whole job on this rank: plan, prepare (rank 0), compute own shards, commit (rank 0)."""
-    from distill.engine import on_main
+    from distill.dist import on_main
     from distill.models import model_config
 
     info = dist.init_distributed()
