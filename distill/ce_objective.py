@@ -22,6 +22,14 @@ LOSS_HEADS = ("auto", "fused", "logits")
 FUSED_FROM_VOCAB = 8192
 
 
+def add_loss_head_arg(p) -> None:
+    """--loss-head, declared once for every stage whose losses read the output matrix."""
+    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
+                   help="fused: the loss terms from the final hidden states through the chunked fused-linear "
+                        f"head, never holding the (tokens x vocab) logits; logits: on the model's logits; auto: "
+                        f"fused from {FUSED_FROM_VOCAB} rows of output matrix up")
+
+
 def uses_fused_head(loss_head: str, vocab_size: int) -> bool:
     if loss_head not in LOSS_HEADS:
         raise ValueError(f"loss head must be one of {', '.join(LOSS_HEADS)}, got {loss_head!r}")

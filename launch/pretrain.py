@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from distill.ce_objective import LOSS_HEADS, causal_lm_loss, uses_fused_head
+from distill.ce_objective import add_loss_head_arg, causal_lm_loss, uses_fused_head
 from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
@@ -32,9 +32,7 @@ DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min
 def parse_args(argv=None):
     p = Parser(description=__doc__)
     p.add_argument("--model", default="gemma2-tiny", help="preset name or a Hugging Face model directory")
-    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
-                   help="fused: the cross-entropy from the final hidden states, chunked, never holding the "
-                        "(tokens x vocab) logits; logits: on the model's logits; auto: fused from 8192 tokens up")
+    add_loss_head_arg(p)
     task = add_task_args(p, "pretrain", argv)
     add_train_args(p, DEFAULTS)
     args = p.parse_args(argv)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from distill import rundir
-from distill.ce_objective import LOSS_HEADS
+from distill.ce_objective import add_loss_head_arg
 from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
@@ -39,9 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="the model to attack (a Hugging Face directory)")
     p.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="the attacker's learning-rate grid")
     p.add_argument("--seeds", default="0", help="attack seeds (data order); curves are averaged over them")
-    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
-                   help="fused: the cross-entropy from the final hidden states, chunked, never holding the "
-                        "(tokens x vocab) logits; logits: on the model's logits; auto: fused from 8192 tokens up")
+    add_loss_head_arg(p)
     task = add_task_args(p, "relearn", argv)
     add_train_args(p, DEFAULTS)
     args = p.parse_args(argv)

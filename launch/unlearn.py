@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dataclasses
 
-from distill.ce_objective import LOSS_HEADS, uses_fused_head
+from distill.ce_objective import add_loss_head_arg, uses_fused_head
 from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
@@ -41,10 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--model", required=True, help="the trained model to unlearn from (a Hugging Face directory)")
     p.add_argument("--method", default="maxent", help="graddiff, maxent, rmu, npo or simnpo")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help="override a method setting")
-    p.add_argument("--loss-head", default="auto", choices=LOSS_HEADS,
-                   help="fused: every term (and the reference's) from the final hidden states, chunked, never "
-                        "holding the (tokens x vocab) logits; logits: on the model's logits; auto: fused from "
-                        "8192 tokens up")
+    add_loss_head_arg(p)
     task = add_task_args(p, "unlearn", argv)
     add_train_args(p, defaults)
     args = p.parse_args(argv)
