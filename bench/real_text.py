@@ -153,7 +153,7 @@ def main():
         wall = ds("launch/relearn.py", ["--ds_config", ZERO3, "--model", str(model), "--out", str(attack),
                                         "--global-batch", "4", "--micro-batch", "2", "--steps", str(args.steps),
                                         "--eval-every", str(args.steps), "--lrs", "1e-4",
-                                        *text[:3], "--seq-len", str(args.seq_len), "--eval-docs", "8"],
+                                        *text[:4], "--seq-len", str(args.seq_len), "--eval-docs", "8"],
                   f"relearn-{name}", attack)
         result = json.loads(attack.read_text())
         results["stages"][f"relearn_{name}"] = {"wall_s": wall, "forget_ce": result["forget_ce"]}
