@@ -163,8 +163,8 @@ def main():
     plain = plain_step_seconds({"teacher": str(unlearned), "global_batch": 4}, cache, steps=3, lr=1e-4)
     zero3 = results["stages"]["distill_alpha1"]["s_per_step"]
     results["plain_pytorch"] = plain
-    first = [json.loads(x) for x in (out / "student-alpha1" / "metrics.jsonl").read_text().splitlines()][0]
-    results["zero3_first_loss"] = first["loss/kd"]
+    rows = [json.loads(x) for x in (out / "student-alpha1" / "metrics.jsonl").read_text().splitlines()]
+    results["zero3_first_loss"] = next(r["loss/kd"] for r in rows if "loss/kd" in r)
     results["zero3_over_plain"] = round(zero3 / plain["s_per_step"], 3)
     for name, stage in results["stages"].items():
         ev = stage.get("evaluation", {})
