@@ -21,10 +21,10 @@ import argparse
 from torch.utils.data import Subset
 
 from distill.cache import PrecomputeOptions, run_precompute
-from distill.cache.codec import MODES, TOPK
 from distill.cli import Parser, run_main
 from distill.ds_config import load_ds_config, resolve_precision
 from distill.errors import UserError
+from distill.knobs import add_knobs, check_knobs, from_args
 from unlearn.tasks import add_task_args
 
 PRETRAIN_ROWS = 1500 * 32  # launch/pretrain.py's default steps x global batch
@@ -37,25 +37,18 @@ def parse_args(argv=None):
                    help="DeepSpeed JSON config, e.g. ds_configs/zero3.json")
     p.add_argument("--teacher", required=True, help="Hugging Face model directory of the teacher (with weights)")
     p.add_argument("--out", required=True, help="cache directory")
-    p.add_argument("--mode", default=TOPK, choices=MODES)
-    p.add_argument("--top-k", type=int, default=DEFAULTS.k, help="topk mode: tokens kept per position")
-    p.add_argument("--samples", type=int, default=None, help="sampled mode: draws per position")
-    p.add_argument("--sampling-seed", type=int, default=0, help="sampled mode: seed of the draws")
-    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    add_knobs(p.add_argument_group("targets and storage"), PrecomputeOptions, DEFAULTS)
     p.add_argument("--rows", type=int, default=None,
                    help=f"records (packed rows) to compute (default: {PRETRAIN_ROWS} on arithmetic, every row of "
                         "the corpus on text)")
     p.add_argument("--seed", type=int, default=0, help="data seed (row i is a function of (seed, i))")
     task = add_task_args(p, "precompute", argv)
-    p.add_argument("--micro-batch", type=int, default=DEFAULTS.micro_batch, help="records per forward pass")
-    p.add_argument("--records-per-shard", type=int, default=None, help="default: about 128K tokens per shard")
-    p.add_argument("--chunk-records", type=int, default=None, help="default: about 8K tokens per chunk")
-    p.add_argument("--zstd-level", type=int, default=DEFAULTS.zstd_level)
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="teacher forward precision; auto: bf16 on GPUs that support it, fp32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="delete an existing cache in --out first")
     p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     args = p.parse_args(argv)
+    check_knobs(from_args(PrecomputeOptions, args))  # before anything is written
     return args, task(args, "precompute")
 
 
@@ -74,10 +67,7 @@ def main():
     if rows is not None and rows < len(dataset):
         dataset = Subset(dataset, range(rows))
     description = {**task.rows_description(), "rows": len(dataset), "seed": args.seed}
-    options = PrecomputeOptions(mode=args.mode, k=args.top_k, samples=args.samples, temperature=args.temperature,
-                                sampling_seed=args.sampling_seed, micro_batch=args.micro_batch,
-                                records_per_shard=args.records_per_shard, chunk_records=args.chunk_records,
-                                zstd_level=args.zstd_level)
+    options = from_args(PrecomputeOptions, args)
     run_precompute(args.teacher, tokenizer, dataset, description, args.ds_config, args.out, options,
                    precision=resolve_precision(args.precision), overwrite=args.overwrite)
 

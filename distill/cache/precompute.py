@@ -31,11 +31,12 @@ from tqdm import tqdm
 
 from distill import dist
 from distill.cache import fingerprint, targets, values
-from distill.cache.codec import TOPK
+from distill.cache.codec import MODES, TOPK
 from distill.cache.manifest import MANIFEST, CachePlan, ShardEntry
 from distill.cache.teacher import teacher_forward
 from distill.cache.writer import COMPLETE, CacheWriter, prepare
 from distill.errors import UserError
+from distill.knobs import at_least_one, knob, positive
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # input_ids (B, T) int64 -> logits (B, T, V)
 
@@ -146,17 +147,27 @@ def gather_entries(entries: list[ShardEntry], world_size: int) -> list[ShardEntr
     return [ShardEntry(**e) for box in boxes for e in box]
 
 
+def zstd_level_range(value) -> str | None:
+    return None if 1 <= value <= 22 else "must lie in [1, 22]"
+
+
 @dataclass(frozen=True)
 class PrecomputeOptions:
-    mode: str = TOPK
-    k: int | None = 64
-    samples: int | None = None
-    temperature: float = 1.0
-    sampling_seed: int | None = None  # sampled mode: defaults to 0
-    micro_batch: int = 16  # records per forward pass
-    records_per_shard: int | None = None  # default: about 128K tokens per shard
-    chunk_records: int | None = None  # default: about 8K tokens per chunk
-    zstd_level: int = 9
+    """What a precompute computes and how it stores it; each field with a help is a flag of
+    launch/precompute.py (`distill.knobs`)."""
+
+    mode: str = knob(TOPK, "topk: the k most likely tokens and the exact tail; sampled: draws per position",
+                     choices=MODES)
+    k: int | None = knob(64, "topk mode: tokens kept per position", flag="--top-k", check=at_least_one)
+    samples: int | None = knob(None, "sampled mode: draws per position", check=at_least_one)
+    temperature: float = knob(1.0, "targets are softmax(z / temperature) of the teacher's logits", check=positive)
+    sampling_seed: int | None = knob(None, "sampled mode: seed of the draws (default 0)")
+    micro_batch: int = knob(16, "records per forward pass", check=at_least_one)
+    records_per_shard: int | None = knob(None, "records per shard (default: about 128K tokens per shard)",
+                                         check=at_least_one)
+    chunk_records: int | None = knob(None, "records per compressed chunk (default: about 8K tokens)",
+                                     check=at_least_one)
+    zstd_level: int = knob(9, "zstandard level of the shards", check=zstd_level_range)
     value_step: float = values.DEFAULT_STEP
 
 

@@ -103,3 +103,22 @@ def test_a_corrected_command_runs_into_the_same_out(tmp_path):
     fixed = run_python("launch/pretrain.py", tiny_run_args(out, micro=4, steps=2))
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert (out / "summary.json").exists()
+
+
+PRECOMPUTE_FLAGS = [
+    (["--records-per-shard", "0"], "--records-per-shard must be at least 1, got 0"),  # not "use the default"
+    (["--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (["--temperature", "inf"], "argument --temperature: expected a finite number, got 'inf'"),
+    (["--zstd-level", "30"], "--zstd-level must lie in [1, 22], got 30"),
+]
+
+
+@pytest.mark.parametrize("flags,message", PRECOMPUTE_FLAGS, ids=[f[0][0] + "=" + f[0][1] for f in PRECOMPUTE_FLAGS])
+def test_bad_precompute_flags_are_refused_before_anything(tmp_path, flags, message):
+    out = tmp_path / "cache"
+    args = ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(tmp_path), "--out", str(out), *flags]
+    result = run_python("launch/precompute.py", args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not out.exists()
