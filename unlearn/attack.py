@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,8 @@ class AttackPlan:
     data: dict = dataclasses.field(default_factory=dict)  # the task's attack data and evaluation settings
 
     def validate(self) -> None:
-        if not self.lrs or any(lr <= 0 for lr in self.lrs):
-            raise UserError(f"--lrs must be positive learning rates, got {list(self.lrs)}")
+        if not self.lrs or any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
+            raise UserError(f"--lrs must be finite positive learning rates, got {list(self.lrs)}")
         if len(set(self.lrs)) != len(self.lrs) or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--lrs {list(self.lrs)} and --seeds {list(self.seeds)} must not repeat a value")
         if not self.seeds:
