@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -61,11 +62,23 @@ class CachePlan:
             raise ValueError(f"mode {self.mode!r}: expected one of {', '.join(MODES)}")
         if (self.k is None) == (self.mode == TOPK) or (self.samples is None) == (self.mode != TOPK):
             raise ValueError(f"mode {self.mode} needs {'k' if self.mode == TOPK else 'samples'} and not the other")
-        for name in ("vocab_size", "seq_len", "records", "records_per_shard", "chunk_records"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        for name in ("vocab_size", "seq_len", "records", "records_per_shard", "chunk_records", "zstd_level"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+        width, limit = (self.k, self.vocab_size) if self.mode == TOPK else (self.samples, 65535)
+        if not _is_int(width) or not 1 <= width <= limit:
+            raise ValueError(f"{'k' if self.mode == TOPK else 'samples'} must be an integer in [1, {limit}], "
+                             f"got {width!r}")
+        if self.chunk_records > self.records_per_shard:
+            raise ValueError(f"chunk_records {self.chunk_records} exceeds records_per_shard {self.records_per_shard}")
+        if self.mode == TOPK and not (_is_number(self.value_step) and 0 < self.value_step < 1):
+            raise ValueError(f"value_step must be a number in (0, 1), got {self.value_step!r}")
+        if self.mode != TOPK and not (_is_int(self.sampling_seed) and self.sampling_seed >= 0):
+            raise ValueError(f"sampling_seed must be an integer >= 0, got {self.sampling_seed!r}")
+        if not 1 <= self.zstd_level <= 22:
+            raise ValueError(f"zstd_level must lie in [1, 22], got {self.zstd_level}")
 
     @property
     def width(self) -> int:
@@ -105,6 +118,14 @@ class CachePlan:
         return cls(**{n: obj[n] for n in names})
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def shard_name(j: int) -> str:
     return f"shard-{j:06d}.bin"
 
@@ -116,6 +137,13 @@ class ShardEntry:
     records: int
     bytes: int
     sha256: str
+
+    def __post_init__(self):
+        if not all(_is_int(v) and v >= 0 for v in (self.first_record, self.records, self.bytes)):
+            raise ValueError(f"shard {self.name!r}: first_record, records and bytes must be integers >= 0")
+        if not (isinstance(self.sha256, str) and len(self.sha256) == 64
+                and all(c in "0123456789abcdef" for c in self.sha256)):
+            raise ValueError(f"shard {self.name!r}: sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,8 @@ def load_manifest(cache_dir: Path) -> Manifest:
         obj = json.loads(path.read_text())
         shards = obj.pop("shards") if isinstance(obj, dict) and "shards" in obj else None
         plan = CachePlan.from_json(obj, str(path))
+        if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+            raise ValueError(f"shards must be a list of shard objects, got {type(shards).__name__}")
         entries = tuple(ShardEntry(**s) for s in shards)
     except (ValueError, TypeError) as e:
         raise CacheError(cache_dir, f"{MANIFEST} is malformed: {e}") from e

@@ -182,3 +182,33 @@ def test_unknown_manifest_version_is_refused(copy):
     (copy / MANIFEST).write_text(json.dumps(saved))
     with pytest.raises(CacheError, match="format_version 2"):
         CacheReader(copy)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("k", 0, "k must be an integer in"),
+    ("k", VOCAB + 1, "k must be an integer in"),
+    ("k", 6.5, "k must be an integer in"),
+    ("vocab_size", True, "vocab_size must be a positive integer"),
+    ("records", -3, "records must be a positive integer"),
+    ("chunk_records", 10**6, "chunk_records .* exceeds records_per_shard"),
+    ("temperature", float("inf"), "temperature must be a finite number"),
+    ("temperature", "1.0", "temperature must be a finite number"),
+    ("value_step", 0.0, "value_step must be a number in"),
+    ("zstd_level", 99, "zstd_level must lie in"),
+    ("mode", "dense", "mode 'dense'"),
+    ("shards.0.bytes", -1, "first_record, records and bytes must be integers >= 0"),
+    ("shards.1.sha256", "zz", "sha256 must be 64 lowercase hex digits"),
+    ("shards", None, "shards must be a list of shard objects"),
+])
+def test_every_manifest_field_is_range_checked(copy, field, value, message):
+    """A manifest value out of range is the cache's named error when the cache is opened, never an
+    exception from inside the decoder later."""
+    saved = json.loads((copy / MANIFEST).read_text())
+    where, *path = field.split(".")
+    if path:
+        saved[where][int(path[0])][path[1]] = value
+    else:
+        saved[where] = value
+    (copy / MANIFEST).write_text(json.dumps(saved))
+    with pytest.raises(CacheError, match=f"manifest.json is malformed: .*{message}"):
+        CacheReader(copy)
