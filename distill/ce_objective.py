@@ -41,6 +41,16 @@ def with_ce_head(causal_lm) -> StudentWithKLHead:
     return StudentWithKLHead(causal_lm, "sampled", causal_lm.config.vocab_size)
 
 
+def next_token_targets(labels: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Each position's next label as a one-sample sampled-kind target ((ids, weights), both (B*T, 1)) and
+    the mask of counted positions (B*T,): position t predicts labels[t + 1], the last position nothing."""
+    pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    nxt = torch.cat([labels[:, 1:], pad], 1).reshape(-1)
+    mask = nxt != IGNORE_INDEX
+    ids = nxt.clamp(min=0)[:, None]  # ignored positions are masked; no negative id reaches a gather
+    return (ids, torch.ones(ids.shape, dtype=torch.float32, device=ids.device)), mask
+
+
 class FusedCausalLMObjective:
     """CausalLMObjective's loss (mean next-token cross-entropy over the step's targets) on a model wrapped
     by `with_ce_head`."""
@@ -52,14 +62,9 @@ class FusedCausalLMObjective:
         return with_ce_head(causal_lm)
 
     def __call__(self, model, batch, totals):
-        labels = batch["labels"]
-        pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
-        nxt = torch.cat([labels[:, 1:], pad], 1).reshape(-1)  # position t predicts labels[t + 1]
-        mask = nxt != IGNORE_INDEX
-        ids = nxt.clamp(min=0)[:, None]  # ignored positions are masked; no negative id reaches a gather
-        weights = torch.ones(ids.shape, dtype=torch.float32, device=ids.device)
+        target, mask = next_token_targets(batch["labels"])
         loss_sum, _ = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            target=(ids, weights), mask=mask)
+                            target=target, mask=mask)
         return loss_sum / max(totals["ce"], 1.0), {"ce": loss_sum.detach()}
 
 

@@ -15,6 +15,19 @@ import torch
 from distill.losses import FusedLinearKL, kl_loss
 
 
+def output_head(causal_lm, kind: str, vocab: int, temperature: float = 1.0) -> FusedLinearKL:
+    """A fused-linear head sharing `causal_lm`'s output matrix (first `vocab` rows), with its final softcap."""
+    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    return FusedLinearKL(causal_lm.get_output_embeddings().weight, kind=kind, temperature=temperature,
+                         softcap=softcap, vocab=vocab)
+
+
+def final_hidden(causal_lm, input_ids, attention_mask) -> torch.Tensor:
+    """The decoder's final hidden states (B, T, H): the causal LM without its output matrix."""
+    decoder = getattr(causal_lm, causal_lm.base_model_prefix)
+    return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
 class StudentWithKLHead(torch.nn.Module):
     """A causal LM and the fused-linear KL head that shares its output matrix, trained as one module.
 
@@ -26,13 +39,10 @@ class StudentWithKLHead(torch.nn.Module):
     def __init__(self, causal_lm, kind: str, vocab: int, temperature: float = 1.0):
         super().__init__()
         self.causal_lm = causal_lm
-        softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
-        self.head = FusedLinearKL(causal_lm.get_output_embeddings().weight, kind=kind, temperature=temperature,
-                                  softcap=softcap, vocab=vocab)
+        self.head = output_head(causal_lm, kind, vocab, temperature)
 
     def forward(self, input_ids, attention_mask, target, mask):
-        decoder = getattr(self.causal_lm, self.causal_lm.base_model_prefix)
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = final_hidden(self.causal_lm, input_ids, attention_mask)
         return self.head(hidden.flatten(0, 1), target, mask)
 
 

@@ -20,8 +20,10 @@ import math
 
 import torch
 
+from distill.ce_objective import next_token_targets
 from distill.data import IGNORE_INDEX
 from distill.engine import hf_model
+from distill.kd_objective import final_hidden, output_head
 from distill.losses import FusedLinearKL
 from distill.losses.targets import ProjectedLogits
 from distill.objective import token_cross_entropy
@@ -77,22 +79,14 @@ class FusedTerms:
     def __init__(self, hidden: torch.Tensor, head: FusedLinearKL):
         self.hidden, self.head = hidden, head
 
-    def _rows(self, labels):
-        """Position t's next label as a one-sample target, flattened to (B * T, 1), and its mask."""
-        pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
-        nxt = torch.cat([labels[:, 1:], pad], 1).reshape(-1)
-        mask = nxt != IGNORE_INDEX
-        ids = nxt.clamp(min=0)[:, None]
-        return (ids, torch.ones(ids.shape, dtype=torch.float32, device=ids.device)), mask
-
     def logprobs(self, labels) -> torch.Tensor:
-        target, mask = self._rows(labels)
+        target, mask = next_token_targets(labels)
         with torch.no_grad():
             rows, _ = self.head(self.hidden.flatten(0, 1), target, mask, kind="sampled", reduction="none")
         return -rows.view(labels.shape)[:, :-1]
 
     def nll(self, labels, weights: torch.Tensor | None = None) -> torch.Tensor:
-        target, mask = self._rows(labels)
+        target, mask = next_token_targets(labels)
         scale = None
         if weights is not None:
             scale = torch.cat([weights, torch.zeros_like(weights[:, :1])], 1).reshape(-1)
@@ -113,7 +107,7 @@ class FusedTerms:
         return value.detach() + (surrogate - surrogate.detach())
 
     def uniform_kl(self, labels) -> torch.Tensor:
-        _, mask = self._rows(labels)
+        _, mask = next_token_targets(labels)
         n, vocab = mask.numel(), self.head.vocab or self.head.weight.shape[0]
         uniform = torch.zeros((), device=self.hidden.device).expand(n, vocab)  # equal logits; no memory
         loss, _ = self.head(self.hidden.flatten(0, 1), uniform, mask, kind="dense")
@@ -125,7 +119,7 @@ class FusedTerms:
     def kl_from(self, teacher_hidden, labels, reference=None) -> torch.Tensor:
         """KL(reference || model) with the reference's logits projected a chunk at a time from its hidden
         states; its output matrix is gathered for the call (a no-op outside ZeRO-3)."""
-        _, mask = self._rows(labels)
+        _, mask = next_token_targets(labels)
         ref_head = terms_module(reference).head
         with gathered(ref_head.weight):
             weight = ref_head.weight if ref_head.vocab is None else ref_head.weight[: ref_head.vocab]
@@ -154,18 +148,12 @@ class TermsModel(torch.nn.Module):
     def __init__(self, causal_lm, fused: bool):
         super().__init__()
         self.causal_lm = causal_lm
-        self.head = None
-        if fused:
-            softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
-            self.head = FusedLinearKL(causal_lm.get_output_embeddings().weight, kind="sampled", softcap=softcap,
-                                      vocab=causal_lm.config.vocab_size)
+        self.head = output_head(causal_lm, "sampled", causal_lm.config.vocab_size) if fused else None
 
     def forward(self, input_ids, attention_mask, terms):
         if self.head is None:
             return terms(LogitTerms(self.causal_lm(input_ids=input_ids, attention_mask=attention_mask).logits))
-        decoder = getattr(self.causal_lm, self.causal_lm.base_model_prefix)
-        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return terms(FusedTerms(hidden, self.head))
+        return terms(FusedTerms(final_hidden(self.causal_lm, input_ids, attention_mask), self.head))
 
 
 def terms_module(model) -> TermsModel:
