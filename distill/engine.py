@@ -154,7 +154,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
         model = model_fn() if model_fn else build_model(model_spec, tokenizer, ds_config, dtype=dtype)
-        model = objective.wrap(model) if hasattr(objective, "wrap") else model  # the head its loss needs
+        model = objective.wrap(model)  # in the head its loss needs
         if cfg.activation_checkpointing:  # recompute each decoder layer in the backward: memory for time
             hf_model(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.n_params = count_parameters(model)

@@ -72,12 +72,12 @@ def main():
     if method.Objective.uses_reference(hp):
         reference = build_frozen(args.model, tokenizer, ds_config, info.device,
                                  wrap=lambda model: TermsModel(model, fused))
-    objective = build_objective(method, hp, reference, config)
+    objective = build_objective(method, hp, reference, config, fused)
 
     def model_fn():
         model = build_model(args.model, tokenizer, ds_config)
         objective.select_trainable(model)
-        return TermsModel(model, fused)
+        return model  # the objective puts it in its TermsModel (objective.wrap)
 
     name = args.method
     run = {"stage": "unlearn", "model": str(Path(args.model).resolve()), "method": name,

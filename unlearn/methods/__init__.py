@@ -40,9 +40,12 @@ def parse_hparams(method: ModuleType, overrides: list[str]):
     return hp
 
 
-def build_objective(method: ModuleType, hp, reference=None, config=None):
-    """Instantiate a method's objective; a bad setting (e.g. an RMU layer past the depth) is a UserError."""
+def build_objective(method: ModuleType, hp, reference=None, config=None, fused: bool = False):
+    """Instantiate a method's objective (`fused`: its terms through the fused head); a bad setting (e.g. an
+    RMU layer past the depth) is a UserError."""
     try:
-        return method.Objective(hp, reference, config)
+        objective = method.Objective(hp, reference, config)
     except ValueError as e:
         raise UserError(str(e)) from e
+    objective.fused = fused
+    return objective

@@ -17,7 +17,7 @@ import torch
 
 from distill.data import IGNORE_INDEX
 from distill.objective import count_targets
-from unlearn.methods.terms import causal_lm_of, run_terms
+from unlearn.methods.terms import TermsModel, causal_lm_of, run_terms
 
 
 def count_sequences(labels: torch.Tensor) -> int:
@@ -46,6 +46,8 @@ class RetainTerm:
 class UnlearnObjective(abc.ABC):
     """Base of the methods: counts per term, a retain term, all parameters trainable."""
 
+    fused = False  # terms through the fused head (set by `unlearn.methods.build_objective`)
+
     def __init__(self, hp, reference=None, config=None):
         self.hp = hp
         self.reference = reference
@@ -67,6 +69,10 @@ class UnlearnObjective(abc.ABC):
         return {"forget": count_targets(batch["forget"]["labels"]),
                 "forget_seqs": count_sequences(batch["forget"]["labels"]),
                 "retain": count_targets(batch["retain"]["labels"])}
+
+    def wrap(self, causal_lm) -> TermsModel:
+        """The model as the method trains it: called with terms=, on its logits or its fused head."""
+        return TermsModel(causal_lm, self.fused)
 
     def select_trainable(self, model) -> None:  # noqa: B027 (a default, not an abstract hook)
         """Which parameters the method trains: all of them, unless a method says otherwise."""
