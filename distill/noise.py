@@ -140,9 +140,10 @@ def shrink_and_perturb(model, alpha: float, beta: float, seed: int, pattern: str
                 views.append((param.data.view(-1), 0))
         else:
             views.append((param.data.view(-1), 0))
+        init = init_value(model, name, seed).reshape(-1) if len(shape) < 2 else None  # once for both views
         for flat, start in views:
-            if len(shape) < 2:  # toward the architecture's init (small: drawn whole)
-                toward = init_value(model, name, seed).reshape(-1)[start: start + flat.numel()]
+            if init is not None:  # toward the architecture's init (small: held whole)
+                toward = init[start: start + flat.numel()]
                 _update(flat[: toward.numel()], toward, alpha, alpha)
                 _update(flat[toward.numel():], None, alpha, alpha)
             elif beta > 0:  # toward beta x noise, a block at a time

@@ -36,7 +36,7 @@ from distill.cache.manifest import MANIFEST, CachePlan, ShardEntry
 from distill.cache.teacher import teacher_forward
 from distill.cache.writer import COMPLETE, CacheWriter, prepare
 from distill.errors import UserError
-from distill.knobs import at_least_one, knob, positive
+from distill.knobs import at_least_one, check_knobs, knob, positive
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # input_ids (B, T) int64 -> logits (B, T, V)
 
@@ -175,16 +175,13 @@ def make_plan(options: PrecomputeOptions, *, teacher: str, tokenizer: str, datas
               vocab_size: int, seq_len: int, records: int) -> CachePlan:
     """The plan of a precompute; bad option values raise UserError naming the option."""
     o = options
-    if o.micro_batch < 1:
-        raise UserError(f"--micro-batch must be >= 1, got {o.micro_batch}")
+    check_knobs(o)  # sizes, temperature, zstd level: the checks the flags declare
     per_shard = o.records_per_shard or max(1, (1 << 17) // seq_len)
     per_chunk = min(o.chunk_records or max(1, (1 << 13) // seq_len), per_shard)
     if o.mode == TOPK and not (o.k and 1 <= o.k <= vocab_size):
         raise UserError(f"--top-k {o.k} must lie in [1, {vocab_size}] (the teacher's vocabulary)")
     if o.mode != TOPK and not (o.samples and 1 <= o.samples <= 65535):
         raise UserError(f"--samples {o.samples} must lie in [1, 65535]")
-    if not 1 <= o.zstd_level <= 22:
-        raise UserError(f"--zstd-level {o.zstd_level} must lie in [1, 22]")
     topk = o.mode == TOPK
     try:
         return CachePlan(
