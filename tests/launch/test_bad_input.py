@@ -55,45 +55,50 @@ def test_evaluate_missing_model(tmp_path):
     assert not (tmp_path / "e.json").exists()
 
 
-TRAINING_FLAGS = [  # (flags, what the one-line error names)
-    (["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
-    (["--lr", "inf"], "argument --lr: expected a finite number, got 'inf'"),
-    (["--lr", "0"], "--lr must be > 0, got 0.0"),
-    (["--micro-batch", "0"], "--micro-batch must be at least 1, got 0"),
-    (["--steps", "0"], "--steps must be at least 1, got 0"),
-    (["--weight-decay", "-0.1"], "--weight-decay must be >= 0, got -0.1"),
-    (["--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1, got 0"),
-    (["--schedule", "sawtooth"], "argument --schedule: invalid choice: 'sawtooth'"),
+def pretrain_args(tmp_path, flags):
+    return "launch/pretrain.py", tiny_run_args(tmp_path / "out", micro=4, extra=flags)
+
+
+def distill_args(tmp_path, flags):
+    return "launch/distill.py", ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher",
+                                 str(tmp_path / "teacher"), "--online", "--out", str(tmp_path / "out"), *flags]
+
+
+def precompute_args(tmp_path, flags):
+    return "launch/precompute.py", ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(tmp_path),
+                                    "--out", str(tmp_path / "out"), *flags]
+
+
+BAD_FLAGS = [  # (the command, bad flags, what the one-line error names)
+    (pretrain_args, ["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (pretrain_args, ["--lr", "inf"], "argument --lr: expected a finite number, got 'inf'"),
+    (pretrain_args, ["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (pretrain_args, ["--micro-batch", "0"], "--micro-batch must be at least 1, got 0"),
+    (pretrain_args, ["--steps", "0"], "--steps must be at least 1, got 0"),
+    (pretrain_args, ["--weight-decay", "-0.1"], "--weight-decay must be >= 0, got -0.1"),
+    (pretrain_args, ["--keep-checkpoints", "0"], "--keep-checkpoints must be at least 1, got 0"),
+    (pretrain_args, ["--schedule", "sawtooth"], "argument --schedule: invalid choice: 'sawtooth'"),
+    (distill_args, ["--alpha", "nan"], "argument --alpha: expected a finite number, got 'nan'"),
+    (distill_args, ["--alpha", "1.5"], "--alpha must lie in [0, 1], got 1.5"),
+    (distill_args, ["--beta", "-1"], "--beta must be >= 0, got -1.0"),
+    (distill_args, ["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (distill_args, ["--perturb-pattern", "(["], "--perturb-pattern is not a valid regular expression"),
+    (precompute_args, ["--records-per-shard", "0"], "--records-per-shard must be at least 1, got 0"),  # not "default"
+    (precompute_args, ["--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (precompute_args, ["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (precompute_args, ["--temperature", "inf"], "argument --temperature: expected a finite number, got 'inf'"),
+    (precompute_args, ["--zstd-level", "30"], "--zstd-level must lie in [1, 22], got 30"),
 ]
 
 
-@pytest.mark.parametrize("flags,message", TRAINING_FLAGS, ids=[f[0][0] + "=" + f[0][1] for f in TRAINING_FLAGS])
-def test_bad_training_flags_are_one_line_and_write_nothing(tmp_path, flags, message):
-    out = tmp_path / "out"
-    result = run_python("launch/pretrain.py", tiny_run_args(out, micro=4, extra=flags))
+@pytest.mark.parametrize("command,flags,message", BAD_FLAGS,
+                         ids=[f"{c.__name__.split('_')[0]}:{f[0]}={f[1]}" for c, f, _ in BAD_FLAGS])
+def test_bad_flags_are_one_line_and_write_nothing(tmp_path, command, flags, message):
+    script, args = command(tmp_path, flags)
+    result = run_python(script, args)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
     assert len(result.stderr.strip().splitlines()) == 1 and "usage:" not in result.stderr, result.stderr
-    assert not out.exists()
-
-
-DISTILL_FLAGS = [
-    (["--alpha", "nan"], "argument --alpha: expected a finite number, got 'nan'"),
-    (["--alpha", "1.5"], "--alpha must lie in [0, 1], got 1.5"),
-    (["--beta", "-1"], "--beta must be >= 0, got -1.0"),
-    (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
-    (["--perturb-pattern", "(["], "--perturb-pattern is not a valid regular expression"),
-]
-
-
-@pytest.mark.parametrize("flags,message", DISTILL_FLAGS, ids=[f[0][0] + "=" + f[0][1] for f in DISTILL_FLAGS])
-def test_bad_distillation_flags_are_refused_before_anything(tmp_path, flags, message):
-    out = tmp_path / "out"
-    args = ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(tmp_path / "teacher"), "--online",
-            "--out", str(out), *flags]
-    result = run_python("launch/distill.py", args)
-    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert not out.exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_corrected_command_runs_into_the_same_out(tmp_path):
@@ -103,22 +108,3 @@ def test_a_corrected_command_runs_into_the_same_out(tmp_path):
     fixed = run_python("launch/pretrain.py", tiny_run_args(out, micro=4, steps=2))
     assert fixed.returncode == 0, fixed.stderr[-3000:]
     assert (out / "summary.json").exists()
-
-
-PRECOMPUTE_FLAGS = [
-    (["--records-per-shard", "0"], "--records-per-shard must be at least 1, got 0"),  # not "use the default"
-    (["--top-k", "0"], "--top-k must be at least 1, got 0"),
-    (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
-    (["--temperature", "inf"], "argument --temperature: expected a finite number, got 'inf'"),
-    (["--zstd-level", "30"], "--zstd-level must lie in [1, 22], got 30"),
-]
-
-
-@pytest.mark.parametrize("flags,message", PRECOMPUTE_FLAGS, ids=[f[0][0] + "=" + f[0][1] for f in PRECOMPUTE_FLAGS])
-def test_bad_precompute_flags_are_refused_before_anything(tmp_path, flags, message):
-    out = tmp_path / "cache"
-    args = ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--teacher", str(tmp_path), "--out", str(out), *flags]
-    result = run_python("launch/precompute.py", args)
-    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert not out.exists()
