@@ -63,7 +63,7 @@ def plain_step_seconds(student_init: dict, cache: Path, steps: int, lr: float) -
 
     from distill.cache import CacheReader
     from distill.data import stack_records
-    from distill.kd_objective import CachedDistillObjective, StudentWithKLHead
+    from distill.kd_objective import CachedDistillObjective
     from distill.noise import shrink_and_perturb
 
     torch.set_num_threads(2)
@@ -72,7 +72,7 @@ def plain_step_seconds(student_init: dict, cache: Path, steps: int, lr: float) -
     shrink_and_perturb(model, 1.0, 1.0, seed=0)
     reader = CacheReader(str(cache), rank=0, world_size=1, block=student_init["global_batch"], seed=0)
     objective = CachedDistillObjective(reader.manifest.plan.mode, len(tokenizer))
-    module = StudentWithKLHead(model, objective.kind, len(tokenizer))
+    module = objective.wrap(model)  # the fused head the ZeRO-3 run's student has
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr)
     records = iter(reader)
     batch = stack_records([next(records) for _ in range(student_init["global_batch"])])
