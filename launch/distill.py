@@ -69,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--rows-from-cache", default=None, metavar="CACHE",
                    help="with --online: train on CACHE's rows in the order a --cache run reads them, its targets "
                         "unused (an ablation where only the targets differ from --cache CACHE)")
+    p.add_argument("--no-verify-cache", dest="verify_cache", action="store_false",
+                   help="skip the sha256 check of every cache shard before the first step (for a cache verified "
+                        "already; each compressed frame is still checked when read)")
     add_knobs(p.add_argument_group("distillation"), StudentKnobs, StudentKnobs())
     task = add_task_args(p, "distill", argv)
     p.add_argument("--retain-gap", type=float, default=0.05,
@@ -142,6 +145,11 @@ def main():
     load_ds_config(args.ds_config)
     info = init_distributed()
     ds_config = deepspeed_config(args, cfg, info.world_size, s_config.hidden_size)
+    if manifest is None:
+        batches = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed + 1)
+    else:  # verifies every shard first (unless --no-verify-cache): a damaged cache stops before any step
+        batches = CacheBatches(args.rows_from_cache or args.cache, manifest, info.rank, info.world_size, cfg.seed,
+                               verify=args.verify_cache)
     teacher = build_frozen(args.teacher, tokenizer, ds_config, info.device)
     # A validation set of its own (not the final test set): the stop decision rests on it.
     evaluate = task.evaluation(tokenizer, "criterion", info)
@@ -154,10 +162,6 @@ def main():
     else:
         del teacher  # only its evaluation was needed: the cache holds its outputs
         objective = CachedDistillObjective(manifest.plan.mode, len(tokenizer), args.temperature, fused=fused)
-    if manifest is None:
-        batches = task.training_rows(tokenizer, cfg.steps * cfg.global_batch, seed=cfg.seed + 1)
-    else:
-        batches = CacheBatches(args.rows_from_cache or args.cache, manifest, info.rank, info.world_size, cfg.seed)
 
     def model_fn():
         model = build_model(s_spec, tokenizer, ds_config)

@@ -151,6 +151,13 @@ def zstd_level_range(value) -> str | None:
     return None if 1 <= value <= 22 else "must lie in [1, 22]"
 
 
+# A rank reads whole chunks, so a chunk of several records that straddles two ranks' micro-batches is
+# read twice; one record per chunk keeps reads at ~1x the cache on any world size (bench/cache.py:
+# read_amplification) for ~4% more bytes than 16-record chunks. Shorter records are grouped up to
+# this many tokens, below which zstd frames start to cost more than they save.
+CHUNK_TOKENS = 256
+
+
 @dataclass(frozen=True)
 class PrecomputeOptions:
     """What a precompute computes and how it stores it; each field with a help is a flag of
@@ -165,8 +172,8 @@ class PrecomputeOptions:
     micro_batch: int = knob(16, "records per forward pass", check=at_least_one)
     records_per_shard: int | None = knob(None, "records per shard (default: about 128K tokens per shard)",
                                          check=at_least_one)
-    chunk_records: int | None = knob(None, "records per compressed chunk (default: about 8K tokens)",
-                                     check=at_least_one)
+    chunk_records: int | None = knob(None, "records per compressed chunk, the unit a training rank reads "
+                                     f"(default: one record, or enough for {CHUNK_TOKENS} tokens)", check=at_least_one)
     zstd_level: int = knob(9, "zstandard level of the shards", check=zstd_level_range)
     value_step: float = values.DEFAULT_STEP
 
@@ -177,7 +184,7 @@ def make_plan(options: PrecomputeOptions, *, teacher: str, tokenizer: str, datas
     o = options
     check_knobs(o)  # sizes, temperature, zstd level: the checks the flags declare
     per_shard = o.records_per_shard or max(1, (1 << 17) // seq_len)
-    per_chunk = min(o.chunk_records or max(1, (1 << 13) // seq_len), per_shard)
+    per_chunk = min(o.chunk_records or -(-CHUNK_TOKENS // seq_len), per_shard)
     if o.mode == TOPK and not (o.k and 1 <= o.k <= vocab_size):
         raise UserError(f"--top-k {o.k} must lie in [1, {vocab_size}] (the teacher's vocabulary)")
     if o.mode != TOPK and not (o.samples and 1 <= o.samples <= 65535):

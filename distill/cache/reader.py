@@ -10,9 +10,12 @@ and for topk "topk_ids" (T, k) int64, "topk_logprobs" (T, k) float32 (normalised
 log-sum-exp, so the tail mass is 1 - sum exp), "logsumexp" (T,) float32; for sampled "sample_ids"
 (T, N) int64 and "sample_weights" (T, N) float32. Which records, in which order: see `stream`.
 
-Safety: the constructor checks the manifest, its fingerprints against the run's, and that every shard
-file exists with the manifest's size, so a wrong or incomplete cache fails before training starts.
-A shard's sha256 is checked when it is first read, before any of its records is yielded.
+Safety: the constructor checks the manifest, its fingerprints against the run's, that every shard
+file exists with the manifest's size and (unless verify=False) every shard's sha256, so a wrong,
+incomplete or damaged cache fails before a record is yielded. A training run verifies once, its ranks
+sharing the hashing (`verify_cache`), and its readers pass verify=False. Reading: a reader reads each
+shard's header and id table, then only the chunks it yields records of (see `shardfile`); each zstd
+frame carries its own checksum, so damage after verification still stops the reader, naming the record.
 Prefetch: a background thread reads, checks and decodes the next chunks (numpy and zstd release
 the GIL, so this overlaps the training step); errors there are raised in the consuming thread.
 """
@@ -32,8 +35,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from distill.cache import values
 from distill.cache.errors import CacheError, RowError
 from distill.cache.manifest import MANIFEST, Manifest, load_manifest, shard_path
-from distill.cache.shardfile import ShardFile
+from distill.cache.shardfile import ShardFile, file_sha256
 from distill.cache.stream import Split, StreamOrder
+from distill.dist import all_reduce_sum
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,37 @@ def open_cache(cache_dir: str | Path, expected: Expected | None = None) -> Manif
     return manifest
 
 
+def verify_cache(cache_dir: str | Path, manifest: Manifest, rank: int = 0, world_size: int = 1) -> None:
+    """Check every shard's sha256 against the manifest; one CacheError names every damaged shard.
+
+    With world_size > 1 this is a collective: rank r hashes shards r, r + W, ... and the verdicts are
+    summed over the process group, so every rank raises the same error (or none) after reading 1/W of
+    the cache."""
+    cache_dir = Path(cache_dir)
+    bad = torch.zeros(len(manifest.shards), dtype=torch.int32)
+    for j in range(rank, len(manifest.shards), world_size):
+        entry = manifest.shards[j]
+        try:
+            if file_sha256(shard_path(cache_dir, entry.name)) != entry.sha256:
+                bad[j] = 1
+        except OSError:  # vanished or unreadable since open_cache saw it
+            bad[j] = 1
+    if world_size > 1:
+        all_reduce_sum(bad)
+    names = [manifest.shards[j].name for j in torch.nonzero(bad).flatten().tolist()]
+    if names:
+        listed = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        raise CacheError(cache_dir, f"{len(names)} of {len(manifest.shards)} shards differ from the manifest's "
+                         f"sha256 (corrupted or replaced): {listed}")
+
+
 class ShardDecoder:
-    """One shard, loaded and checked against the manifest, decoded a chunk at a time."""
+    """One shard checked against the manifest (size, header), read and decoded a chunk at a time."""
 
     def __init__(self, cache_dir: Path, manifest: Manifest, shard: int):
         entry, plan = manifest.shards[shard], manifest.plan
         self.plan, self.codec = plan, plan.codec()
-        self.file = ShardFile.load(cache_dir, shard_path(cache_dir, entry.name), entry.bytes, entry.sha256)
+        self.file = ShardFile.open(cache_dir, shard_path(cache_dir, entry.name), entry.bytes)
         header = self.file.header
         want = {"plan": plan.digest(), "first_record": entry.first_record, "records": entry.records,
                 "chunks": -(-entry.records // plan.chunk_records)}
@@ -130,7 +158,7 @@ class CacheReader(IterableDataset):
 
     def __init__(self, cache_dir: str | Path, expected: Expected | None = None, *, rank: int = 0,
                  world_size: int = 1, block: int = 1, seed: int = 0, shuffle: bool = True, start: int = 0,
-                 epochs: int | None = 1, prefetch: int = 4):
+                 epochs: int | None = 1, prefetch: int = 4, verify: bool = True):
         self.cache_dir = Path(cache_dir)
         self.manifest = open_cache(self.cache_dir, expected)
         if start < 0 or prefetch < 1 or start % (block * world_size):
@@ -138,9 +166,12 @@ class CacheReader(IterableDataset):
             # (a trainer resumes at step x global batch, always a multiple of micro-batch x world size).
             raise ValueError(f"start {start} must be a multiple of block x world_size = {block * world_size} "
                              f"and >= 0, and prefetch {prefetch} >= 1")
+        if verify:
+            verify_cache(self.cache_dir, self.manifest)
         self.rank, self.world_size, self.block = rank, world_size, block
         self.order = StreamOrder(self.manifest.plan, seed, shuffle)
         self.start, self.epochs, self.prefetch = start, epochs, prefetch
+        self.bytes_read = 0  # from shard files, by this reader's iterations in this process
 
     def split(self) -> Split:
         info = get_worker_info()
@@ -157,6 +188,8 @@ class CacheReader(IterableDataset):
             for run in np.split(np.arange(len(records)), cuts):
                 c = int(chunk_of[run[0]])
                 decoded = decoder.chunk(c)
+                self.bytes_read += decoder.file.bytes_read
+                decoder.file.bytes_read = 0
                 yield records_of_chunk(decoded, records[run], decoder.first + c * plan.chunk_records, plan.seq_len)
 
     def __iter__(self) -> Iterator[dict]:

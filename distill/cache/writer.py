@@ -18,7 +18,7 @@ import numpy as np
 
 from distill.cache.errors import CacheError, RowError
 from distill.cache.manifest import MANIFEST, PLAN, CachePlan, Manifest, ShardEntry, shard_name
-from distill.cache.shardfile import ShardFile, write_shard
+from distill.cache.shardfile import ShardFile, file_sha256, write_shard
 from distill.errors import UserError
 from distill.rundir import write_json
 
@@ -89,8 +89,8 @@ class CacheWriter:
             print(f"warning: recomputing a damaged shard: {e}", file=sys.stderr, flush=True)
             path.unlink()
             return None
-        return ShardEntry(path.name, shard.header["first_record"], shard.header["records"], len(shard.data),
-                          shard.file_sha256())
+        return ShardEntry(path.name, shard.header["first_record"], shard.header["records"], shard.size,
+                          file_sha256(path))
 
     def write(self, j: int, rows: dict[str, np.ndarray]) -> ShardEntry:
         """Encode and write shard j from its rows (see `codec`: n = records x seq_len rows)."""

@@ -99,6 +99,26 @@ def test_a_cache_from_another_teacher_is_refused_before_training(cache, tmp_path
     assert not out.exists()
 
 
+def test_a_damaged_cache_is_refused_before_the_first_step(teacher, cache, tmp_path):
+    """One flipped byte in the last shard: the ranks' shared sha256 check refuses the cache on every rank
+    before a step is taken, naming the shard, and nothing is written."""
+    damaged = tmp_path / "cache"
+    damaged.mkdir()
+    for f in cache.iterdir():
+        (damaged / f.name).write_bytes(f.read_bytes())
+    last = sorted(damaged.glob("shard-*.bin"))[-1]
+    data = bytearray(last.read_bytes())
+    data[-100] ^= 0x01
+    last.write_bytes(bytes(data))
+    out = tmp_path / "student"
+    result = run_deepspeed("launch/distill.py", distill_args(teacher, out, targets=("--cache", str(damaged))),
+                           nproc=2, timeout=600)
+    assert result.returncode != 0
+    assert f"differ from the manifest's sha256 (corrupted or replaced): {last.name}" in result.stderr, \
+        result.stderr[-2000:]
+    assert not out.exists()
+
+
 def test_student_with_a_padded_vocabulary(teacher, tmp_path):
     """Same tokenizer, 96 embedding rows instead of 77 (as Gemma-2 256,000 vs Gemma-3 262,144)."""
     from distill.models import preset_config

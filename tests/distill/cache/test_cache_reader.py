@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from distill.cache import CacheError, CacheReader, Expected, load_manifest
 from distill.cache.manifest import MANIFEST, shard_name
+from distill.cache.reader import verify_cache
 from distill.cache.shardfile import ShardFile, write_shard
 
 SEQ, VOCAB, K, RECORDS = 12, 200, 6, 45
@@ -123,18 +124,57 @@ def test_missing_shard(copy):
         CacheReader(copy)
 
 
-def test_bit_flip_is_caught_before_any_record_of_that_shard(copy):
-    path = copy / shard_name(3)
+def flip(path, at: float = 0.5) -> None:
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    data[int(len(data) * at)] ^= 0x01
     path.write_bytes(bytes(data))
-    reader, yielded = CacheReader(copy, shuffle=False), []
-    with pytest.raises(CacheError, match=r"shard shard-000003\.bin: the file's sha256 differs"):
-        for item in reader:
-            yielded.append(item["record"])
-    assert yielded == list(range(24))  # shards 0-2 only: nothing of shard 3 got out
 
 
+def test_bit_flips_are_caught_before_any_record_is_read(copy):
+    """Every shard is hashed up front: one message names each damaged shard, nothing is yielded."""
+    flip(copy / shard_name(3))
+    flip(copy / shard_name(5), at=0.9)
+    with pytest.raises(CacheError, match=r"2 of 6 shards differ from the manifest's sha256 .*: "
+                                         r"shard-000003\.bin, shard-000005\.bin$"):
+        CacheReader(copy, shuffle=False)
+
+
+def test_verification_is_shared_by_the_ranks_of_a_group(copy):
+    """Rank r of W hashes shards r, r + W, ... (the verdicts are then summed over the group; without a
+    process group each rank sees only its own): a flip in shard 3 is rank 1's of 2 to find."""
+    flip(copy / shard_name(3))
+    manifest = load_manifest(copy)
+    verify_cache(copy, manifest, rank=0, world_size=2)
+    with pytest.raises(CacheError, match=r"1 of 6 shards .*: shard-000003\.bin$"):
+        verify_cache(copy, manifest, rank=1, world_size=2)
+
+
+def test_damage_past_verification_still_stops_the_reader_at_its_record(copy):
+    """With verify=False (a cache checked already) a flipped byte inside a frame fails that frame's own
+    checksum when its chunk is read, naming the shard and the chunk's first record."""
+    path = copy / shard_name(3)
+    flip(path, at=0.7)
+    with pytest.raises(CacheError, match=r"shard shard-000003\.bin, record 2[4-9]: array \w+: damaged zstd frame"):
+        records(CacheReader(copy, shuffle=False, verify=False))
+
+
+def test_ranks_together_read_the_cache_about_once(tmp_path, rows):
+    """One record per chunk: the ranks of any world size read each chunk once; only a shard's header and
+    id table are read again by each further rank that takes records from it."""
+    cache = tmp_path / "cache"
+    write_cache(cache, plan_for(rows, SEQ, VOCAB, records_per_shard=8, chunk_records=1, width=K), rows)
+    manifest = load_manifest(cache)
+    overhead = []  # per shard: magic, header and id table, the bytes every reader of the shard reads
+    for entry in manifest.shards:
+        shard = ShardFile.open(cache, cache / entry.name, entry.bytes)
+        shard.arrays(None)
+        overhead.append(shard.bytes_read)
+    total = sum(e.bytes for e in manifest.shards)
+    for world in (1, 2, 4):
+        readers = [CacheReader(cache, rank=r, world_size=world, block=2, seed=3) for r in range(world)]
+        taken = [{r["record"] // 8 for r in reader} for reader in readers]  # the shards each rank took from
+        extra = sum(overhead[j] * (sum(j in t for t in taken) - 1) for j in range(len(overhead)))
+        assert sum(reader.bytes_read for reader in readers) == total + extra
 def test_damage_inside_a_consistent_shard_names_the_record(copy):
     """A shard rewritten with a bad id gap (and a manifest updated to match) fails at that record."""
     manifest = load_manifest(copy)
