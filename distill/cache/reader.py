@@ -125,7 +125,10 @@ class ShardDecoder:
         table_arrays = self.file.arrays(None)
         if set(table_arrays) != {"distinct_gaps", "classes"}:
             raise self.file.fail(f"the id table holds {sorted(table_arrays)}, expected distinct_gaps and classes")
-        self.table = self.codec.table(table_arrays)
+        try:
+            self.table = self.codec.table(table_arrays)
+        except ValueError as e:
+            raise self.file.fail(str(e)) from e
 
     def chunk(self, c: int) -> dict[str, np.ndarray]:
         """Decoded rows of chunk c (see `codec`), checked shape by shape."""
@@ -140,6 +143,8 @@ class ShardDecoder:
             return self.codec.decode(self.table, arrays)
         except RowError as e:
             raise self.file.fail(str(e), first_record + e.row // plan.seq_len) from e
+        except ValueError as e:  # an array-level problem (a dtype): named by the chunk's first record
+            raise self.file.fail(f"chunk {c}: {e}", first_record) from e
 
 
 def records_of_chunk(decoded: dict[str, np.ndarray], records: np.ndarray, chunk_first: int, seq_len: int) -> list[dict]:

@@ -134,3 +134,7 @@ def test_encoding_refuses_bad_rows_by_row():
     big["input_ids"][7] = 40
     with pytest.raises(RowError, match="row 7: input_ids outside the vocabulary"):
         codec.encode(big, 10)
+    infinite = {**rows, "logsumexp": rows["logsumexp"].copy()}
+    infinite["logsumexp"][4] = np.inf
+    with pytest.raises(RowError, match="row 4: logsumexp inf is not finite"):
+        codec.encode(infinite, 10)

@@ -175,19 +175,51 @@ def test_ranks_together_read_the_cache_about_once(tmp_path, rows):
         taken = [{r["record"] // 8 for r in reader} for reader in readers]  # the shards each rank took from
         extra = sum(overhead[j] * (sum(j in t for t in taken) - 1) for j in range(len(overhead)))
         assert sum(reader.bytes_read for reader in readers) == total + extra
-def test_damage_inside_a_consistent_shard_names_the_record(copy):
-    """A shard rewritten with a bad id gap (and a manifest updated to match) fails at that record."""
-    manifest = load_manifest(copy)
-    old = ShardFile.load(copy, copy / shard_name(1))
-    chunks = [old.arrays(c) for c in range(len(old.header["arrays"]["chunks"]))]
-    chunks[1]["gaps"][5, -1] = 60000  # chunk 1 = records 11-13 of this shard; row 5 is in record 11
+def rewrite_shard(cache, j: int, chunk: int, mutate) -> None:
+    """Rewrite shard j with mutate(table arrays, chunk `chunk`'s arrays) applied and the manifest updated to
+    match: a consistent file whose stored values are out of range (what a buggy or hostile writer makes)."""
+    old = ShardFile.load(cache, cache / shard_name(j))
+    table, chunks = old.arrays(None), [old.arrays(c) for c in range(len(old.header["arrays"]["chunks"]))]
+    mutate(table, chunks[chunk])
     header = {k: v for k, v in old.header.items() if k not in ("arrays", "payload_sha256", "kind")}
-    size, sha = write_shard(copy / shard_name(1), header, old.arrays(None), chunks, level=3)
-    saved = json.loads((copy / MANIFEST).read_text())
-    saved["shards"][1].update(bytes=size, sha256=sha)
-    (copy / MANIFEST).write_text(json.dumps(saved))
-    assert load_manifest(copy).shards[1].sha256 == sha != manifest.shards[1].sha256
-    with pytest.raises(CacheError, match=r"shard shard-000001\.bin, record 11: row 5: refers to rank"):
+    size, sha = write_shard(cache / shard_name(j), header, table, chunks, level=3)
+    saved = json.loads((cache / MANIFEST).read_text())
+    saved["shards"][j].update(bytes=size, sha256=sha)
+    (cache / MANIFEST).write_text(json.dumps(saved))
+
+
+def set_item(name, index, value):
+    def mutate(table, chunk):
+        (table if name in table else chunk)[name][index] = value
+    return mutate
+
+
+def retype(name, dtype):
+    def mutate(table, chunk):
+        chunk[name] = chunk[name].astype(dtype)
+    return mutate
+
+
+# Chunk 1 of shard 1 = records 11-13; its row 5 lies in record 11. Each stops with the cache's error
+# naming the shard (and the record where a row is at fault), never an IndexError or a silent target.
+DAMAGE = [
+    (set_item("gaps", (5, -1), 60000), r", record 11: row 5: refers to rank"),
+    (set_item("gaps", (5, 1), 0), r", record 11: row 5: top-k ids are not distinct"),
+    (set_item("codes", (5, 0), 65535), r", record 11: row 5: value code outside the codebook"),
+    (set_item("shift", 5, 2 ** 30), r", record 11: row 5: \[.*\] is not a log-probability"),
+    (set_item("logsumexp", 5, np.inf), r", record 11: row 5: logsumexp inf is not finite"),
+    (set_item("logsumexp", 5, np.nan), r", record 11: row 5: logsumexp nan is not finite"),
+    (set_item("input_ids", 5, VOCAB + 3), r", record 11: row 5: input_ids outside the vocabulary \[0, 200\): 203"),
+    (retype("codes", np.float32), r", record 11: chunk 1: array codes is stored as <f4, expected <u2"),
+    (set_item("distinct_gaps", -1, 10 ** 6), r": the id table holds id \d+, outside the vocab"),
+    (set_item("distinct_gaps", 1, 0), r": the id table lists an id twice"),
+]
+
+
+@pytest.mark.parametrize("mutate, message", DAMAGE, ids=[m for _, m in DAMAGE])
+def test_out_of_range_stored_values_stop_with_the_cache_error(copy, mutate, message):
+    rewrite_shard(copy, 1, 1, mutate)
+    with pytest.raises(CacheError, match=r"logit cache .*, shard shard-000001\.bin" + message):
         records(CacheReader(copy, shuffle=False))
 
 
