@@ -76,6 +76,50 @@ def finite_float(text: str) -> float:
     return value
 
 
+def at_least(lowest: int):
+    def check(value) -> str | None:
+        return None if value is None or value >= lowest else f"must be at least {lowest}"
+    return check
+
+
+def open_unit_interval(value) -> str | None:
+    return None if value is None or 0.0 < value < 1.0 else "must lie in (0, 1)"
+
+
+def checked(kind, check=None):
+    """argparse type for a flag that is not a knob field: `kind` (int, or float refusing nan/inf), then
+    `check`; a refusal reads "argument --flag: must be at least 1, got 0" (one line, exit 2)."""
+    def parse(text: str):
+        if kind is float:
+            value = finite_float(text)
+        else:
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {kind.__name__} value, got {text!r}") from None
+        problem = check(value) if check else None
+        if problem:
+            raise argparse.ArgumentTypeError(f"{problem}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def listed(kind, check=None, allow_empty: bool = False):
+    """argparse type for a comma-separated list, each item parsed and checked as `checked(kind, check)`."""
+    item = checked(kind, check)
+
+    def parse(text: str) -> tuple:
+        values = tuple(item(part.strip()) for part in text.split(",") if part.strip())
+        if not values and not allow_empty:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}")
+        return values
+
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
+
+
 def _base_type(hint):
     """int / float / str / bool of a field's annotation (`int | None` -> int)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -103,12 +147,12 @@ def from_args(cls, args, defaults=None, **extra):
     return dataclasses.replace(base, **values, **extra)
 
 
-def check_knobs(obj) -> None:
-    """Run every knob's check; the first failure is a UserError naming the flag and the value."""
+def check_knobs(obj, flag=flag_of) -> None:
+    """Run every knob's check; the first failure is a UserError naming the flag (`flag(field)`) and the value."""
     for f in knob_fields(type(obj)):
         check, value = f.metadata.get("check"), getattr(obj, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{flag_of(f)} must be a finite number, got {value}")
+            raise UserError(f"{flag(f)} must be a finite number, got {value}")
         problem = check(value) if check else None
         if problem:
-            raise UserError(f"{flag_of(f)} {problem}, got {value}")
+            raise UserError(f"{flag(f)} {problem}, got {value}")

@@ -31,7 +31,17 @@ from distill.engine import TrainConfig, Trainer
 from distill.errors import UserError
 from distill.frozen import build_frozen
 from distill.kd_objective import CachedDistillObjective, OnlineDistillObjective
-from distill.knobs import add_knobs, check_knobs, from_args, knob, non_negative, positive, unit_interval, valid_regex
+from distill.knobs import (
+    add_knobs,
+    check_knobs,
+    checked,
+    from_args,
+    knob,
+    non_negative,
+    positive,
+    unit_interval,
+    valid_regex,
+)
 from distill.models import build_model, check_tokenizer_matches, count_parameters, has_weights, model_config
 from distill.noise import shrink_and_perturb
 from unlearn.tasks import add_task_args
@@ -74,7 +84,7 @@ def parse_args(argv=None):
                         "already; each compressed frame is still checked when read)")
     add_knobs(p.add_argument_group("distillation"), StudentKnobs, StudentKnobs())
     task = add_task_args(p, "distill", argv)
-    p.add_argument("--retain-gap", type=float, default=0.05,
+    p.add_argument("--retain-gap", type=checked(float), default=0.05,
                    help=f"stop when the student's retain metric is this close to the teacher's: {task.gap_help}")
     add_train_args(p, DEFAULTS)
     for action in p._actions:  # --out defaults to a name derived from the teacher and alpha

@@ -15,6 +15,7 @@ from pathlib import Path
 # `python launch/evaluate.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import argparse
 import json
 
 import torch
@@ -26,11 +27,23 @@ from distill.models import check_tokenizer_matches, has_weights, model_config
 from unlearn.tasks import add_task_args
 
 
+def device(text: str) -> str:
+    """argparse type: a device torch knows and this machine has."""
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r} (expected cpu, cuda, cuda:N, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA device")
+    return text
+
+
 def parse_args(argv=None):
     p = Parser(description=__doc__)
     p.add_argument("--model", required=True, help="Hugging Face model directory (with its tokenizer)")
     p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=device, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     task = add_task_args(p, "evaluate", argv)
     args = p.parse_args(argv)
     return args, task(args, "evaluate")

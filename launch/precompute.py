@@ -24,7 +24,7 @@ from distill.cache import PrecomputeOptions, run_precompute
 from distill.cli import Parser, run_main
 from distill.ds_config import load_ds_config, resolve_precision
 from distill.errors import UserError
-from distill.knobs import add_knobs, check_knobs, from_args
+from distill.knobs import add_knobs, at_least_one, check_knobs, checked, from_args, non_negative
 from unlearn.tasks import add_task_args
 
 PRETRAIN_ROWS = 1500 * 32  # launch/pretrain.py's default steps x global batch
@@ -38,10 +38,11 @@ def parse_args(argv=None):
     p.add_argument("--teacher", required=True, help="Hugging Face model directory of the teacher (with weights)")
     p.add_argument("--out", required=True, help="cache directory")
     add_knobs(p.add_argument_group("targets and storage"), PrecomputeOptions, DEFAULTS)
-    p.add_argument("--rows", type=int, default=None,
+    p.add_argument("--rows", type=checked(int, at_least_one), default=None,
                    help=f"records (packed rows) to compute (default: {PRETRAIN_ROWS} on arithmetic, every row of "
                         "the corpus on text)")
-    p.add_argument("--seed", type=int, default=0, help="data seed (row i is a function of (seed, i))")
+    p.add_argument("--seed", type=checked(int, non_negative), default=0,
+                   help="data seed (row i is a function of (seed, i))")
     task = add_task_args(p, "precompute", argv)
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
                    help="teacher forward precision; auto: bf16 on GPUs that support it, fp32 on CPU")

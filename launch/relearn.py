@@ -26,6 +26,7 @@ from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
 from distill.engine import TrainConfig
 from distill.errors import UserError
+from distill.knobs import listed, non_negative, positive
 from distill.models import check_tokenizer_matches, has_weights, model_config
 from unlearn.attack import AttackContext, AttackPlan, prepare_output, run_attack
 from unlearn.tasks import add_task_args
@@ -37,8 +38,10 @@ DEFAULTS = TrainConfig(steps=150, global_batch=32, micro_batch=16, lr=1e-3, min_
 def parse_args(argv=None):
     p = Parser(description=__doc__)
     p.add_argument("--model", required=True, help="the model to attack (a Hugging Face directory)")
-    p.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3", help="the attacker's learning-rate grid")
-    p.add_argument("--seeds", default="0", help="attack seeds (data order); curves are averaged over them")
+    p.add_argument("--lrs", type=listed(float, positive), default="1e-4,3e-4,1e-3,3e-3",
+                   help="the attacker's learning-rate grid")
+    p.add_argument("--seeds", type=listed(int, non_negative), default="0",
+                   help="attack seeds (data order); curves are averaged over them")
     add_loss_head_arg(p)
     task = add_task_args(p, "relearn", argv)
     add_train_args(p, DEFAULTS)
@@ -51,8 +54,7 @@ def parse_args(argv=None):
 
 def attack_plan(args, task, steps: int) -> AttackPlan:
     try:
-        plan = AttackPlan(lrs=tuple(float(x) for x in args.lrs.split(",") if x),
-                          seeds=tuple(int(x) for x in args.seeds.split(",") if x), steps=steps,
+        plan = AttackPlan(lrs=args.lrs, seeds=args.seeds, steps=steps,
                           eval_every=args.eval_every, data=task.attack_description())
     except ValueError as e:
         raise UserError(f"attack settings: {e}") from e

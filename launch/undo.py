@@ -22,6 +22,7 @@ import time
 
 from distill.cli import Parser, run_main
 from distill.errors import UserError
+from distill.knobs import at_least_one, checked, listed, unit_interval
 from distill.rundir import write_json
 from unlearn.experiment import Settings, build_stages
 from unlearn.methods import METHODS
@@ -35,12 +36,13 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="run directory: every stage's output, results and report")
     p.add_argument("--quick", action="store_true", help="smoke-test budgets for every stage (CI)")
     p.add_argument("--methods", default="maxent", help=f"unlearning methods, from {', '.join(METHODS)}")
-    p.add_argument("--alphas", default="1,0.6", help="UNDO students per method (comma-separated; '' for none)")
-    p.add_argument("--retain-gap", type=float, default=0.03,
+    p.add_argument("--alphas", type=listed(float, unit_interval, allow_empty=True), default="1,0.6",
+                   help="UNDO students per method (comma-separated, each in [0, 1]; '' for none)")
+    p.add_argument("--retain-gap", type=checked(float), default=0.03,
                    help="a student trains until its validation retain accuracy is this close to its teacher's; "
                         "below the 0.05 the results check on the test set, which leaves room for sampling noise")
-    p.add_argument("--nproc", type=int, default=2, help="DeepSpeed ranks per stage")
-    p.add_argument("--jobs", type=int, default=2,
+    p.add_argument("--nproc", type=checked(int, at_least_one), default=2, help="DeepSpeed ranks per stage")
+    p.add_argument("--jobs", type=checked(int, at_least_one), default=2,
                    help="stages run at once when their inputs are ready (base beside gold, attacks beside "
                         "students); each then logs to OUT/logs/. On 2 CPU cores two jobs finish the demo sooner "
                         "than one: start-up, evaluation and saving of one overlap the other's training")
@@ -51,14 +53,9 @@ def parse_args(argv=None):
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown or not args.methods:
         p.error(f"--methods: unknown {unknown}; expected some of {', '.join(METHODS)}")
-    try:
-        args.alphas = [float(a) for a in args.alphas.split(",") if a]
-    except ValueError:
-        p.error(f"--alphas {args.alphas!r}: expected comma-separated numbers in [0, 1]")
-    if args.nproc < 1:  # --jobs is checked by the Pipeline
-        p.error(f"--nproc {args.nproc} must be >= 1")
-    if any(not 0.0 <= a <= 1.0 for a in args.alphas) or len(set(args.alphas)) != len(args.alphas):
-        p.error(f"--alphas {args.alphas}: each in [0, 1], none repeated")
+    args.alphas = list(args.alphas)
+    if len(set(args.alphas)) != len(args.alphas):
+        p.error(f"--alphas {args.alphas}: each alpha once")
     return args
 
 

@@ -69,6 +69,24 @@ def precompute_args(tmp_path, flags):
                                     "--out", str(tmp_path / "out"), *flags]
 
 
+def evaluate_args(tmp_path, flags):
+    return "launch/evaluate.py", ["--model", str(tmp_path / "model"), "--out", str(tmp_path / "out" / "e.json"), *flags]
+
+
+def relearn_args(tmp_path, flags):
+    return "launch/relearn.py", ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--model", str(tmp_path / "m"),
+                                 "--out", str(tmp_path / "out" / "attack.json"), *flags]
+
+
+def unlearn_args(tmp_path, flags):
+    return "launch/unlearn.py", ["--ds_config", str(REPO / "ds_configs/zero3.json"), "--model", str(tmp_path / "m"),
+                                 "--out", str(tmp_path / "out"), *flags]
+
+
+def undo_args(tmp_path, flags):
+    return "launch/undo.py", ["--out", str(tmp_path / "out"), *flags]
+
+
 BAD_FLAGS = [  # (the command, bad flags, what the one-line error names)
     (pretrain_args, ["--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
     (pretrain_args, ["--lr", "inf"], "argument --lr: expected a finite number, got 'inf'"),
@@ -88,11 +106,39 @@ BAD_FLAGS = [  # (the command, bad flags, what the one-line error names)
     (precompute_args, ["--temperature", "0"], "--temperature must be > 0, got 0.0"),
     (precompute_args, ["--temperature", "inf"], "argument --temperature: expected a finite number, got 'inf'"),
     (precompute_args, ["--zstd-level", "30"], "--zstd-level must lie in [1, 22], got 30"),
+    (precompute_args, ["--rows", "0"], "argument --rows: must be at least 1, got 0"),
+    (pretrain_args, ["--seq-len", "1"], "argument --seq-len: must be at least 2, got 1"),
+    (distill_args, ["--retain-gap", "nan"], "argument --retain-gap: expected a finite number, got 'nan'"),
+    (evaluate_args, ["--per-format", "0"], "argument --per-format: must be at least 1, got 0"),
+    (evaluate_args, ["--batch-size", "x"], "argument --batch-size: expected int value, got 'x'"),
+    (evaluate_args, ["--device", "tpu9"], "argument --device: unknown device 'tpu9'"),
+    (evaluate_args, ["--ops", "+,^"], "unknown operation '^'"),
+    (relearn_args, ["--lrs", "1e-3,nan"], "argument --lrs: expected a finite number, got 'nan'"),
+    (relearn_args, ["--lrs", "1e-3,0"], "argument --lrs: must be > 0, got 0.0"),
+    (relearn_args, ["--seeds", "0,x"], "argument --seeds: expected int value, got 'x'"),
+    (relearn_args, ["--eval-per-op", "0"], "argument --eval-per-op: must be at least 1, got 0"),
+    (relearn_args, ["--formats", "haiku"], "--formats haiku: expected some of"),
+    (unlearn_args, ["--method", "forgetall"], "unknown unlearning method 'forgetall'"),
+    (unlearn_args, ["--hp", "strength=1"], "--hp strength: maxent has no such setting"),
+    (unlearn_args, ["--hp", "retain_weight"], "--hp 'retain_weight': expected key=value"),
+    (unlearn_args, ["--hp", "retain_weight=-1"], "--hp retain_weight must be >= 0, got -1.0"),
+    (unlearn_args, ["--method", "npo", "--hp", "beta=nan"], "--hp beta must be a finite number, got nan"),
+    (unlearn_args, ["--method", "npo", "--hp", "beta=0"], "--hp beta must be > 0, got 0.0"),
+    (unlearn_args, ["--method", "graddiff", "--hp", "retain_loss=mse"], "--hp retain_loss=mse: expected one of ce, kl"),
+    (unlearn_args, ["--method", "rmu", "--hp", "param_pattern=(["], "--hp param_pattern is not a valid regular"),
+    (unlearn_args, ["--word-fraction", "1.5"], "argument --word-fraction: must lie in [0, 1], got 1.5"),
+    (undo_args, ["--alphas", "1,2"], "argument --alphas: must lie in [0, 1], got 2.0"),
+    (undo_args, ["--alphas", "nan"], "argument --alphas: expected a finite number, got 'nan'"),
+    (undo_args, ["--alphas", "1,1"], "--alphas [1.0, 1.0]: each alpha once"),
+    (undo_args, ["--methods", "maxent,forgetall"], "--methods: unknown ['forgetall']"),
+    (undo_args, ["--nproc", "0"], "argument --nproc: must be at least 1, got 0"),
+    (undo_args, ["--jobs", "0"], "argument --jobs: must be at least 1, got 0"),
+    (undo_args, ["--retain-gap", "inf"], "argument --retain-gap: expected a finite number, got 'inf'"),
 ]
 
 
 @pytest.mark.parametrize("command,flags,message", BAD_FLAGS,
-                         ids=[f"{c.__name__.split('_')[0]}:{f[0]}={f[1]}" for c, f, _ in BAD_FLAGS])
+                         ids=[f"{c.__name__.split('_')[0]}:{' '.join(f)}" for c, f, _ in BAD_FLAGS])
 def test_bad_flags_are_one_line_and_write_nothing(tmp_path, command, flags, message):
     script, args = command(tmp_path, flags)
     result = run_python(script, args)

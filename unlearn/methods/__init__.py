@@ -10,6 +10,7 @@ import dataclasses
 from types import ModuleType
 
 from distill.errors import UserError
+from distill.knobs import check_knobs
 from unlearn.methods import graddiff, maxent, npo, rmu, simnpo
 
 METHODS: dict[str, ModuleType] = {"graddiff": graddiff, "maxent": maxent, "rmu": rmu, "npo": npo, "simnpo": simnpo}
@@ -22,7 +23,8 @@ def get_method(name: str) -> ModuleType:
 
 
 def parse_hparams(method: ModuleType, overrides: list[str]):
-    """The method's Hparams with `key=value` overrides, typed like the defaults; unknown keys refused."""
+    """The method's Hparams with `key=value` overrides, typed like the defaults and checked as each field
+    declares (`distill.knobs`); unknown keys refused."""
     hp = method.Hparams()
     fields = {f.name: f for f in dataclasses.fields(hp)}
     for item in overrides:
@@ -34,9 +36,14 @@ def parse_hparams(method: ModuleType, overrides: list[str]):
                             f"(expected one of {', '.join(fields)})")
         kind = type(getattr(hp, key))
         try:
-            setattr(hp, key, kind(raw))
+            value = kind(raw)
         except ValueError as e:
             raise UserError(f"--hp {key}={raw}: expected a {kind.__name__}") from e
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise UserError(f"--hp {key}={raw}: expected one of {', '.join(choices)}")
+        setattr(hp, key, value)
+    check_knobs(hp, flag=lambda f: f"--hp {f.name}")  # finite numbers, and each setting's declared check
     return hp
 
 

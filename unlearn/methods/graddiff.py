@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distill.knobs import knob, non_negative
 from unlearn.methods.common import UnlearnObjective
 from unlearn.methods.terms import run_terms
 
 
 @dataclass
 class Hparams:
-    retain_weight: float = 10.0  # alpha
-    retain_loss: str = "ce"  # "ce" | "kl" (KL(reference || model) on retain tokens)
+    retain_weight: float = knob(10.0, "alpha: weight of the retain term", check=non_negative)
+    retain_loss: str = knob("ce", "ce, or kl: KL(reference || model) on retain tokens", choices=("ce", "kl"))
 
 
 TRAIN_DEFAULTS = dict(steps=40, lr=1e-4, schedule="constant", warmup_steps=0)

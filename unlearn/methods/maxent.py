@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distill.knobs import knob, non_negative
 from unlearn.methods.common import UnlearnObjective
 from unlearn.methods.terms import run_terms
 
 
 @dataclass
 class Hparams:
-    retain_weight: float = 1.0
+    retain_weight: float = knob(1.0, "weight of the retain term", check=non_negative)
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)

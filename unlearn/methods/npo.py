@@ -13,14 +13,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from distill.knobs import knob, non_negative, positive
 from unlearn.methods.common import UnlearnObjective
 from unlearn.methods.terms import run_terms
 
 
 @dataclass
 class Hparams:
-    beta: float = 0.1
-    retain_weight: float = 1.0
+    beta: float = knob(0.1, "inverse temperature of the preference loss", check=positive)
+    retain_weight: float = knob(1.0, "weight of the retain term", check=non_negative)
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)

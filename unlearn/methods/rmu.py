@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.data import IGNORE_INDEX
+from distill.knobs import knob, non_negative, positive, valid_regex
 from distill.objective import count_targets
 from unlearn.methods.common import UnlearnObjective, capture_output, count_sequences, decoder_layers
 from unlearn.methods.terms import run_terms
@@ -24,12 +25,13 @@ from unlearn.methods.terms import run_terms
 
 @dataclass
 class Hparams:
-    layer: int = 2
-    coeff: float = 60.0  # c: about twice the tiny model's residual norm at layer 2 (~29)
-    retain_weight: float = 50.0  # alpha
-    trainable_layers: str = "0,1,2"  # comma-separated decoder layer indices
-    param_pattern: str = "mlp.down_proj"
-    seed: int = 0  # draws u
+    layer: int = knob(2, "decoder layer whose activations are steered", check=non_negative)
+    # c: about twice the tiny model's residual norm at layer 2 (~29)
+    coeff: float = knob(60.0, "c: norm of the random target activation", check=positive)
+    retain_weight: float = knob(50.0, "alpha: weight of the retain term", check=non_negative)
+    trainable_layers: str = knob("0,1,2", "comma-separated decoder layer indices")
+    param_pattern: str = knob("mlp.down_proj", "regex of the trained parameters' names", check=valid_regex)
+    seed: int = knob(0, "seed of the random target direction u", check=non_negative)
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=1e-3, schedule="constant", warmup_steps=0)

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
+from distill.knobs import knob, non_negative, positive
 from unlearn.methods.common import UnlearnObjective
 from unlearn.methods.terms import run_terms
 
 
 @dataclass
 class Hparams:
-    beta: float = 4.5
-    delta: float = 0.0
-    retain_weight: float = 1.0
+    beta: float = knob(4.5, "inverse temperature of the preference loss", check=positive)
+    delta: float = knob(0.0, "reward margin")
+    retain_weight: float = knob(1.0, "weight of the retain term", check=non_negative)
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)

@@ -7,6 +7,7 @@ documented arithmetic command runs unchanged. The character tokenizer is the tas
 from __future__ import annotations
 
 from distill.errors import UserError
+from distill.knobs import at_least, at_least_one, checked, unit_interval
 from unlearn.tasks.arithmetic import (
     FORGET_OPS,
     FORMATS,
@@ -39,7 +40,8 @@ class ArithmeticTask(Task):
     def add_args(cls, p, stage):
         g = p.add_argument_group("arithmetic task")
         if stage in ("pretrain", "precompute", "distill"):
-            g.add_argument("--seq-len", type=int, default=64, help="tokens per packed training row")
+            g.add_argument("--seq-len", type=checked(int, at_least(2)), default=64,
+                           help="tokens per packed training row")
         if stage == "pretrain":
             g.add_argument("--ops", default=None, help="operations to train on, e.g. '+,-,*,/' (default: all four)")
             g.add_argument("--filter-forget", action="store_true",
@@ -51,20 +53,22 @@ class ArithmeticTask(Task):
         if stage == "relearn":
             g.add_argument("--ops", default=",".join(FORGET_OPS), help="the forget operations attacked and evaluated")
             g.add_argument("--formats", default="equation", help=f"evaluation formats, from {', '.join(FORMATS)}")
-            g.add_argument("--eval-per-op", type=int, default=100,
+            g.add_argument("--eval-per-op", type=checked(int, at_least_one), default=100,
                            help="held-out problems per operation per evaluation")
         if stage == "evaluate":
             g.add_argument("--ops", default=None, help="operations to score, e.g. '*,/' (default: all four)")
-            g.add_argument("--per-format", type=int, default=100, help="problems per operation and format")
-            g.add_argument("--batch-size", type=int, default=200, help="problems decoded together")
+            g.add_argument("--per-format", type=checked(int, at_least_one), default=100,
+                           help="problems per operation and format")
+            g.add_argument("--batch-size", type=checked(int, at_least_one), default=200,
+                           help="problems decoded together")
         if stage in WORD_FRACTION:
-            g.add_argument("--word-fraction", type=float, default=WORD_FRACTION[stage],
+            g.add_argument("--word-fraction", type=checked(float, unit_interval), default=WORD_FRACTION[stage],
                            help="share of word problems among the examples")
         if stage in EVAL_PER_FORMAT:
-            g.add_argument("--eval-per-format", type=int, default=EVAL_PER_FORMAT[stage],
+            g.add_argument("--eval-per-format", type=checked(int, at_least_one), default=EVAL_PER_FORMAT[stage],
                            help="problems per op and format in periodic (criterion) evaluations")
         if stage in ("pretrain", "unlearn", "distill"):
-            g.add_argument("--final-eval-per-format", type=int, default=100,
+            g.add_argument("--final-eval-per-format", type=checked(int, at_least_one), default=100,
                            help="held-out problems per operation and format in the final evaluation")
 
     def __init__(self, args, stage):

@@ -26,6 +26,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from distill.errors import UserError
+from distill.knobs import at_least, at_least_one, checked, non_negative, open_unit_interval
 from unlearn.tasks.base import Task
 from unlearn.tasks.mcq import load_questions, mcq_accuracy
 from unlearn.tasks.text_corpus import DocumentRows, PackedRows, load_corpus, split_corpus, tokenize
@@ -69,8 +70,10 @@ class TextTask(Task):
         g.add_argument("--tokenizer", default=None,
                        help="tokenizer directory (default: the model's own; required for a preset model)")
         g.add_argument("--text-field", default="text", help="the field holding the text in json/parquet/csv corpora")
-        g.add_argument("--seq-len", type=int, default=256, help="tokens per row (rows are packed, documents truncated)")
-        g.add_argument("--map-procs", type=int, default=None, help="processes for tokenising (datasets' num_proc)")
+        g.add_argument("--seq-len", type=checked(int, at_least(2)), default=256,
+                       help="tokens per row (rows are packed, documents truncated)")
+        g.add_argument("--map-procs", type=checked(int, at_least_one), default=None,
+                       help="processes for tokenising (datasets' num_proc)")
         if "data" in needs:
             g.add_argument("--data", required=True, help="the pretraining / distillation corpus")
         if "forget" in needs:
@@ -83,11 +86,14 @@ class TextTask(Task):
             g.add_argument("--retain-eval", default=None,
                            help="held-out retain text (default: a split of --retain-data)")
         if "forget" in needs or "retain" in needs:
-            g.add_argument("--eval-fraction", type=float, default=0.1,
+            g.add_argument("--eval-fraction", type=checked(float, open_unit_interval), default=0.1,
                            help="share of --forget-data / --retain-data documents held out when no --*-eval is given")
-            g.add_argument("--split-seed", type=int, default=0, help="seed of that split (keep it equal across stages)")
-            g.add_argument("--eval-docs", type=int, default=64, help="held-out documents scored per side")
-            g.add_argument("--eval-batch", type=int, default=8, help="documents per forward pass in evaluations")
+            g.add_argument("--split-seed", type=checked(int, non_negative), default=0,
+                           help="seed of that split (keep it equal across stages)")
+            g.add_argument("--eval-docs", type=checked(int, at_least_one), default=64,
+                           help="held-out documents scored per side")
+            g.add_argument("--eval-batch", type=checked(int, at_least_one), default=8,
+                           help="documents per forward pass in evaluations")
             g.add_argument("--mcq-eval", default=None,
                            help="multiple-choice questions (json/jsonl: question, choices, answer) scored in the "
                                 "final evaluation as lm-evaluation-harness's acc (unlearn/tasks/mcq.py)")
