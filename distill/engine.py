@@ -161,6 +161,8 @@ class Trainer:
         import deepspeed
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=make_optimizer(model, cfg, ds_config),
                                                config=ds_config)
+        monitor = getattr(self.engine, "monitor", None)  # TensorBoard / W&B / CSV, when the config enables one
+        self.log.monitor = monitor if monitor is not None and monitor.enabled else None
         self.start_step = 0
         if self.mode == "resume":
             self._resume()

@@ -130,3 +130,25 @@ def test_other_shipped_configs_train_unchanged(config, tmp_path):
     rows = losses(out)
     assert sorted(rows) == [1, 2, 3] and all(v == v for v in rows.values())  # no NaN
     assert json.loads((out / "run_config.json").read_text())["deepspeed"]["train_batch_size"] == 8
+
+
+def test_a_deepspeed_csv_monitor_gets_every_step_and_evaluation(tmp_path):
+    """With csv_monitor enabled in the DeepSpeed config, each metric of metrics.jsonl is also a CSV of
+    (step, value) under its own name (DeepSpeed's file naming: '/' becomes '_')."""
+    config = json.loads((REPO / "ds_configs/zero3.json").read_text())
+    config["csv_monitor"] = {"enabled": True, "output_path": str(tmp_path / "monitor"), "job_name": "run"}
+    ds_config = tmp_path / "monitored.json"
+    ds_config.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    args = tiny_run_args(out, micro=4, steps=4, extra=["--eval-every", "2", "--eval-per-format", "1",
+                                                       "--final-eval-per-format", "1", "--ds_config", str(ds_config)])
+    check(run_python("launch/pretrain.py", args))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    def csv_of(name):
+        lines = (tmp_path / "monitor" / "run" / f"{name.replace('/', '_')}.csv").read_text().splitlines()
+        return [(int(step), float(value)) for step, value in (line.split(",") for line in lines[1:])]
+
+    for name in ("loss", "loss/ce", "lr", "eval/retain_accuracy"):
+        logged = [(r["step"], float(r[name])) for r in rows if r.get(name) is not None]
+        assert logged and csv_of(name) == logged, name
