@@ -146,10 +146,21 @@ def _table(results: Mapping) -> str:
         model = models[name]
         curve = dict(zip(*relearn_curve(model)))
         compute = model.get("compute") or {}
+        budget = compute.get("stopped_by_criterion") is False  # a student that ran out of steps
         rows.append([name, _num(model.get("retain_accuracy")), _num(model.get("forget_accuracy")),
                      *(_num(curve.get(s)) for s in steps), _num(area_of(model)), _num(_gap(models, name)),
-                     _int(compute.get("steps")), _int(compute.get("tokens"))])
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+                     _int(compute.get("steps")) + (" (budget)" if budget else ""), _int(compute.get("tokens"))])
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return table + "".join(f"\n\n{line}" for line in budget_warnings(results))
+
+
+def budget_warnings(results: Mapping) -> list[str]:
+    """One line per student that used its whole step budget without meeting its stop criterion: its compute
+    is then the budget, a lower bound on what the criterion needs, and its retain accuracy may fall short."""
+    return [f"**Warning**: {name} stopped at its step budget ({_int(model['compute'].get('steps'))} steps) "
+            "before meeting its stop criterion; its compute is a lower bound on the steps to criterion."
+            for name, model in (results.get("models") or {}).items()
+            if (model.get("compute") or {}).get("stopped_by_criterion") is False]
 
 
 _LEGEND = """\
@@ -159,7 +170,8 @@ _LEGEND = """\
 - **gap closed**: (area(unlearned) - area(model)) / (area(unlearned) - area(gold)) within the model's method;
   1 = as robust as the gold model (never trained on the forget domain), 0 = no more robust than plain unlearning.
 - **compute**: optimiser steps and training tokens of the model's own stage (pretraining, unlearning or
-  distillation)."""
+  distillation); a student trains until its stop criterion is met, so its steps are the steps to criterion,
+  unless marked "(budget)": it ran out of steps first."""
 
 
 def _check_line(check: Mapping) -> str:

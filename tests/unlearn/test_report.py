@@ -120,3 +120,16 @@ def test_partial_results_without_gold_teacher_or_setting():
     assert [c["passed"] for c in checks] == [None, None, True, None, None]
     assert "n/a" in report_markdown(results)
     assert acceptance_checks({}) == [] and "| model |" in report_markdown({})
+
+
+def test_a_student_stopped_by_its_budget_is_flagged():
+    results = make_results()
+    results["models"]["undo:maxent:alpha=1"]["compute"]["stopped_by_criterion"] = False
+    md = report_markdown(results)
+    rows = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    assert "| 800 (budget) | 1,638,400 |" in rows["undo:maxent:alpha=1"]
+    assert "| 800 | 1,638,400 |" in rows["undo:maxent:alpha=0.6"]  # met its criterion: not flagged
+    warnings = [line for line in md.splitlines() if line.startswith("**Warning**")]
+    assert warnings == ["**Warning**: undo:maxent:alpha=1 stopped at its step budget (800 steps) before meeting "
+                        "its stop criterion; its compute is a lower bound on the steps to criterion."]
+    assert not any(line.startswith("**Warning**") for line in report_markdown(make_results()).splitlines())
