@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python}
 OUT=${OUT:-gpu_check}
 PRESET=${PRESET:-gemma2-0.1b}
-SECTIONS=${SECTIONS:-123}  # a rehearsal on a CPU machine: SECTIONS=3 PRESET=gemma2-tiny DS_ACCELERATOR=cpu
+SECTIONS=${SECTIONS:-123}
+# Section 3's size. A rehearsal on a CPU machine (the default preset, fewer rows and steps):
+#   SECTIONS=3 DS_ACCELERATOR=cpu ROWS=32 STEPS=8 MICRO=2 bash bench/gpu_check.sh
+ROWS=${ROWS:-1024} STEPS=${STEPS:-20} MICRO=${MICRO:-16}
 mkdir -p "$OUT"
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cuda} PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -45,7 +48,7 @@ if [[ $SECTIONS == *2* ]]; then
 fi
 [[ $SECTIONS == *3* ]] || exit 0
 
-echo "== 3. 20 distillation steps of $PRESET, ZeRO-3, one device, from a cache"
+echo "== 3. $STEPS distillation steps of $PRESET, ZeRO-3, one device, from a cache of $ROWS rows"
 t0=$SECONDS
 $PY - "$OUT/teacher" "$PRESET" <<'PYEOF'
 import sys, torch
@@ -58,9 +61,9 @@ tok.save_pretrained(sys.argv[1])
 PYEOF
 rm -rf "$OUT/cache" "$OUT/student"
 deepspeed --num_gpus 1 launch/precompute.py --ds_config ds_configs/zero3.json --teacher "$OUT/teacher" \
-    --out "$OUT/cache" --rows 1024 --seq-len 512 --top-k 64 --micro-batch 16 2>&1 | tail -2
+    --out "$OUT/cache" --rows "$ROWS" --seq-len 512 --top-k 64 --micro-batch "$MICRO" 2>&1 | tail -2
 deepspeed --num_gpus 1 launch/distill.py --ds_config ds_configs/zero3.json --teacher "$OUT/teacher" \
-    --cache "$OUT/cache" --out "$OUT/student" --alpha 0.6 --steps 20 --global-batch 16 --micro-batch 16 \
+    --cache "$OUT/cache" --out "$OUT/student" --alpha 0.6 --steps "$STEPS" --global-batch "$MICRO" --micro-batch "$MICRO" \
     --seq-len 512 --eval-every 0 --save-every 0 --final-eval-per-format 5 --retain-gap -2 2>&1 | tail -2
 echo "distill_s=$((SECONDS - t0))"
 

@@ -22,13 +22,14 @@ import time
 
 from distill.cli import Parser, run_main
 from distill.errors import UserError
-from distill.knobs import at_least_one, checked, listed, unit_interval
+from distill.knobs import at_least_one, checked, listed, non_negative, unit_interval
 from distill.rundir import write_json
 from unlearn.experiment import Settings, build_stages
 from unlearn.methods import METHODS
 from unlearn.pipeline import Pipeline
 from unlearn.report import acceptance_checks, write_report
 from unlearn.results import collect
+from unlearn.seeds import aggregate, seeds_markdown
 
 
 def parse_args(argv=None):
@@ -48,6 +49,9 @@ def parse_args(argv=None):
                         "than one: start-up, evaluation and saving of one overlap the other's training")
     p.add_argument("--ds_config", "--ds-config", dest="ds_config", default="ds_configs/zero3.json")
     p.add_argument("--overwrite", action="store_true", help="redo finished stages whose settings changed")
+    p.add_argument("--seeds", type=listed(int, non_negative), default="0",
+                   help="run the whole experiment once per seed (training stages' --seed), each in OUT/seed-N, and "
+                        "report mean and spread in OUT/report.md; one seed (default 0) runs in OUT itself")
     args = p.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in args.methods if m not in METHODS]
@@ -56,28 +60,46 @@ def parse_args(argv=None):
     args.alphas = list(args.alphas)
     if len(set(args.alphas)) != len(args.alphas):
         p.error(f"--alphas {args.alphas}: each alpha once")
+    if len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds {list(args.seeds)}: each seed once")
     return args
+
+
+def run_seed(args, out: Path, seed: int, command: str) -> dict:
+    """The experiment on one seed in `out`: its stages, results.json, report.md and figures."""
+    settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed)
+    pipeline = Pipeline(settings.out, build_stages(settings), args.nproc, args.ds_config, args.overwrite,
+                        jobs=args.jobs)
+    t0 = time.time()
+    pipeline.run()
+    wall = time.time() - t0
+    results = collect(settings, command, pipeline.seconds, wall_seconds=wall, jobs=args.jobs)
+    write_json(settings.out / "results.json", results)
+    written = write_report(results, settings.out)
+    print(f"[undo] seed {seed}: {wall / 60:.1f} min; wrote {settings.out / 'results.json'} and "
+          f"{', '.join(str(p) for p in written)}")
+    return results
 
 
 def main():
     args = parse_args()
     if not Path(args.ds_config).is_file():
         raise UserError(f"--ds_config {args.ds_config}: no such file")
-    settings = Settings(Path(args.out), args.methods, args.alphas, args.quick, args.retain_gap)
-    stages = build_stages(settings)
-    pipeline = Pipeline(settings.out, stages, args.nproc, args.ds_config, args.overwrite, jobs=args.jobs)
-    t0 = time.time()
-    pipeline.run()
-    wall = time.time() - t0
     command = "python launch/undo.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    results = collect(settings, command, pipeline.seconds, wall_seconds=wall, jobs=args.jobs)
-    write_json(settings.out / "results.json", results)
-    written = write_report(results, settings.out)
-    print((settings.out / "report.md").read_text())
-    failed = [c["check"] for c in acceptance_checks(results) if c["passed"] is False]
-    print(f"[undo] {wall / 60:.1f} min; wrote {settings.out / 'results.json'} and {', '.join(str(p) for p in written)}")
+    out, single = Path(args.out), len(args.seeds) == 1 and args.seeds[0] == 0
+    per_seed = {seed: run_seed(args, out if single else out / f"seed-{seed}", seed, command) for seed in args.seeds}
+    if single:
+        results = per_seed[0]
+        print((out / "report.md").read_text())
+        failed = [c["check"] for c in acceptance_checks(results) if c["passed"] is False]
+    else:
+        agg = aggregate(per_seed)
+        write_json(out / "results.json", agg)
+        (out / "report.md").write_text(seeds_markdown(agg, command))
+        print((out / "report.md").read_text())
+        failed = [c["check"] for c in agg["checks"] if len(c["passed_on"]) < c["seeds"]]
     if failed and not args.quick:
-        print(f"[undo] {len(failed)} acceptance check(s) did not pass (see report.md)")
+        print(f"[undo] {len(failed)} acceptance check(s) did not pass on every seed (see report.md)")
 
 
 if __name__ == "__main__":

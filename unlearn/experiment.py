@@ -41,10 +41,18 @@ class Settings:
     alphas: list[float]
     quick: bool = False
     retain_gap: float = 0.03
+    seed: int = 0  # of every training stage (init, noise, data order); the attack keeps its own grid
 
     @property
     def budget(self) -> dict[str, list[str]]:
         return QUICK if self.quick else FULL
+
+
+def _seeded(budget: dict[str, list[str]], seed: int) -> dict[str, list[str]]:
+    """The budgets with `--seed` for the training stages (seed 0 adds nothing: the default, unchanged runs)."""
+    if seed == 0:
+        return budget
+    return {stage: [*args, "--seed", str(seed)] if stage != "relearn" else args for stage, args in budget.items()}
 
 
 def student_args(alpha: float) -> list[str]:
@@ -69,7 +77,7 @@ def relearn_file(s: Settings, name: str) -> Path:
 
 
 def build_stages(s: Settings) -> list[Stage]:
-    b, dirs = s.budget, model_dirs(s)
+    b, dirs = _seeded(s.budget, s.seed), model_dirs(s)
     stages = [Stage("base", "launch/pretrain.py", dirs["base"], b["pretrain"]),
               Stage("gold", "launch/pretrain.py", dirs["gold"], ["--filter-forget", *b["pretrain"]])]
     for m in s.methods:

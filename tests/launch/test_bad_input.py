@@ -134,6 +134,7 @@ BAD_FLAGS = [  # (the command, bad flags, what the one-line error names)
     (undo_args, ["--nproc", "0"], "argument --nproc: must be at least 1, got 0"),
     (undo_args, ["--jobs", "0"], "argument --jobs: must be at least 1, got 0"),
     (undo_args, ["--retain-gap", "inf"], "argument --retain-gap: expected a finite number, got 'inf'"),
+    (undo_args, ["--seeds", "1,1"], "--seeds [1, 1]: each seed once"),
 ]
 
 
