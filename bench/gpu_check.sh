@@ -64,7 +64,7 @@ deepspeed --num_gpus 1 launch/precompute.py --ds_config ds_configs/zero3.json --
     --out "$OUT/cache" --rows "$ROWS" --seq-len 512 --top-k 64 --micro-batch "$MICRO" 2>&1 | tail -2
 deepspeed --num_gpus 1 launch/distill.py --ds_config ds_configs/zero3.json --teacher "$OUT/teacher" \
     --cache "$OUT/cache" --out "$OUT/student" --alpha 0.6 --steps "$STEPS" --global-batch "$MICRO" --micro-batch "$MICRO" \
-    --seq-len 512 --eval-every 0 --save-every 0 --final-eval-per-format 5 --retain-gap -2 2>&1 | tail -2
+    --seq-len 512 --eval-every 0 --eval-per-format 5 --save-every 0 --final-eval-per-format 5 --retain-gap -2 2>&1 | tail -2
 echo "distill_s=$((SECONDS - t0))"
 
 $PY - "$OUT" <<'PYEOF'
