@@ -49,7 +49,7 @@ def test_attack_writes_curves_and_resumes_only_unfinished_runs(tmp_path):
 
 
 @pytest.mark.parametrize("extra,message", [(["--eval-every", "3"], "must divide --steps 4"),
-                                           (["--lrs", "1e-3,-1"], "positive"),
+                                           (["--lrs", "1e-3,-1"], "argument --lrs: must be > 0, got -1.0"),
                                            (["--formats", "essay"], "--formats essay")])
 def test_bad_attack_settings_are_refused(tmp_path, extra, message):
     model = save_tiny_model(tmp_path / "model")
