@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from tqdm import tqdm
+
 from distill.dist import shutdown
 from distill.ds_config import RunShape, resolve_ds_config, resolve_precision
 from distill.engine import TrainConfig
@@ -69,6 +71,9 @@ def run_main(main: Callable[[], None]) -> None:
         main()
         shutdown()
     except UserError as e:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"error: {e}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        if rank == "0":  # tqdm.write clears rank 0's progress bar first, so the error is a line of its own
+            tqdm.write(f"error: {e}", file=sys.stderr)
+        elif e.local:  # another process: rank 0's bar may be half drawn on the same stream, so start a line
+            print(f"\nerror (rank {rank}): {e}", file=sys.stderr)
         sys.exit(2)

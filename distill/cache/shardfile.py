@@ -134,7 +134,9 @@ class ShardFile:
         return data
 
     def fail(self, problem: str, record: int | None = None) -> CacheError:
-        return CacheError(self.cache_dir, problem, shard=self.name, record=record)
+        error = CacheError(self.cache_dir, problem, shard=self.name, record=record)
+        error.local = True  # met by the rank that reads this part of the shard, perhaps by it alone
+        return error
 
     def _parse_header(self, raw) -> dict:
         try:

@@ -1,6 +1,7 @@
 """`launch/distill.py`: online distillation into a perturbed student on 2 ZeRO-3 ranks."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from launch_helpers import check, run_deepspeed, run_python, save_tiny_model, sg
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from distill.cache.shardfile import ShardFile
 from distill.launcher import REPO, stage_env
 from distill.noise import shrink_and_perturb
 from unlearn.tasks.tokenizer import build_char_tokenizer
@@ -117,6 +119,31 @@ def test_a_damaged_cache_is_refused_before_the_first_step(teacher, cache, tmp_pa
     assert f"differ from the manifest's sha256 (corrupted or replaced): {last.name}" in result.stderr, \
         result.stderr[-2000:]
     assert not out.exists()
+
+
+def test_damage_met_while_training_is_one_line_of_its_own(teacher, cache, tmp_path):
+    """With --no-verify-cache a damaged chunk is met inside a step, below the progress bar: the error still
+    stands on a line of its own, naming the shard and the record, and the run stops with exit code 2."""
+    damaged = tmp_path / "cache"
+    damaged.mkdir()
+    for f in cache.iterdir():
+        (damaged / f.name).write_bytes(f.read_bytes())
+    shard = sorted(damaged.glob("shard-*.bin"))[0]
+    opened = ShardFile.open(damaged, shard, shard.stat().st_size)
+    data = bytearray(shard.read_bytes())
+    for chunk in opened.header["arrays"]["chunks"]:  # one flipped byte in every chunk's value codes
+        offset, size, *_ = chunk["codes"]
+        data[opened.payload_start + offset + size // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    out = tmp_path / "student"
+    result = run_deepspeed("launch/distill.py", distill_args(teacher, out, ["--no-verify-cache"],
+                                                             targets=("--cache", str(damaged))), nproc=2, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    # A terminal starts a line at "\n" and redraws it at "\r": each rank's error must start such a piece
+    # (rank 0's progress bar is drawn on the same stream, without a newline, while a step runs).
+    errors = [piece for piece in re.split(r"[\r\n]", result.stderr) if "error" in piece and "logit cache" in piece]
+    assert errors and all(e.startswith("error") for e in errors), result.stderr[-3000:]
+    assert all(f"shard {shard.name}, record" in e and "damaged zstd frame" in e for e in errors)
 
 
 def test_student_with_a_padded_vocabulary(teacher, tmp_path):
