@@ -2,6 +2,7 @@
 
     python launch/undo.py --out runs            # full budgets: ~23 min on 2 CPU cores
     python launch/undo.py --out /tmp/q --quick  # every stage at smoke-test budgets (a few minutes)
+    python launch/undo.py --out runs/seeds --seeds 0,1,2   # once per seed; mean and spread in report.md
 
 Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
 unlearns * and / from the base with each method (MaxEnt by default), precomputes each teacher's logit
