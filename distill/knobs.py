@@ -43,8 +43,13 @@ def positive(value) -> str | None:
     return None if value is None or value > 0 else "must be > 0"
 
 
-def at_least_one(value) -> str | None:
-    return None if value is None or value >= 1 else "must be at least 1"
+def at_least(lowest: int):
+    def check(value) -> str | None:
+        return None if value is None or value >= lowest else f"must be at least {lowest}"
+    return check
+
+
+at_least_one = at_least(1)
 
 
 def non_negative(value) -> str | None:
@@ -76,10 +81,6 @@ def finite_float(text: str) -> float:
     return value
 
 
-def at_least(lowest: int):
-    def check(value) -> str | None:
-        return None if value is None or value >= lowest else f"must be at least {lowest}"
-    return check
 
 
 def open_unit_interval(value) -> str | None:

@@ -82,7 +82,7 @@ def _relearns(models: Mapping, m: str) -> dict:
 def _closes_gap(models: Mapping, m: str) -> dict:
     student = _student(m, 1.0)
     return _check(f"{student} closes >= {GAP_TARGET:.0%} of the unlearned-to-gold gap in relearning area",
-                  _gap(models, student), f">= {GAP_TARGET:g}", lambda v: v >= GAP_TARGET - EPS)
+                  gap_of(models, student), f">= {GAP_TARGET:g}", lambda v: v >= GAP_TARGET - EPS)
 
 
 def _robustness_grows(models: Mapping, m: str, alpha: float) -> dict:
@@ -113,7 +113,7 @@ def _alphas(results: Mapping, m: str) -> list[float]:
     return sorted(listed | present, reverse=True)
 
 
-def _gap(models: Mapping, name: str) -> float | None:
+def gap_of(models: Mapping, name: str) -> float | None:
     """Share of its method's unlearned-to-gold area gap that a model closes (None for base, gold, or missing data)."""
     m = method_of(name)
     if m is None:
@@ -148,7 +148,7 @@ def _table(results: Mapping) -> str:
         compute = model.get("compute") or {}
         budget = compute.get("stopped_by_criterion") is False  # a student that ran out of steps
         rows.append([name, _num(model.get("retain_accuracy")), _num(model.get("forget_accuracy")),
-                     *(_num(curve.get(s)) for s in steps), _num(area_of(model)), _num(_gap(models, name)),
+                     *(_num(curve.get(s)) for s in steps), _num(area_of(model)), _num(gap_of(models, name)),
                      _int(compute.get("steps")) + (" (budget)" if budget else ""), _int(compute.get("tokens"))])
     table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
     return table + "".join(f"\n\n{line}" for line in budget_warnings(results))

@@ -10,12 +10,11 @@ std is the sample standard deviation over the seeds that have the value (0 for o
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Mapping
 
-from unlearn.plots import area_of, method_of
-from unlearn.relearn import gap_closed
-from unlearn.report import acceptance_checks
+from unlearn.plots import area_of
+from unlearn.report import acceptance_checks, gap_of
 
 METRICS = ("retain_accuracy", "forget_accuracy", "relearning_area", "gap_closed", "compute_steps")
 
@@ -23,20 +22,14 @@ METRICS = ("retain_accuracy", "forget_accuracy", "relearning_area", "gap_closed"
 def model_values(models: Mapping, name: str) -> dict[str, float | None]:
     """The summarised metrics of one model of one seed's results."""
     model = models[name]
-    m, gap = method_of(name), None
-    if m is not None:
-        areas = [area_of(models.get(n) or {}) for n in (f"unlearned:{m}", name, "gold")]
-        gap = None if None in areas else gap_closed(*areas)
     return {"retain_accuracy": model.get("retain_accuracy"), "forget_accuracy": model.get("forget_accuracy"),
-            "relearning_area": area_of(model), "gap_closed": gap,
+            "relearning_area": area_of(model), "gap_closed": gap_of(models, name),
             "compute_steps": (model.get("compute") or {}).get("steps")}
 
 
 def mean_std(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "std": std, "n": n}
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
 
 
 def aggregate(per_seed: Mapping[int, Mapping]) -> dict:
