@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from distill import checkpoint, dist, rundir
+from distill import checkpoint, dist, rundir, sharpness
 from distill.batches import MapBatches
 from distill.data import GlobalBatchPlan, to_device
 from distill.dist import DistInfo, on_main
@@ -161,6 +161,13 @@ class Trainer:
         import deepspeed
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=make_optimizer(model, cfg, ds_config),
                                                config=ds_config)
+        # A sharpness-aware objective (SAM) steps with the gradient at the worst-case nearby weights.
+        self.radius = float(getattr(objective, "sharpness_radius", 0.0))
+        if self.radius > 0:
+            try:
+                self.sam_params = sharpness.zero3_params(self.engine.module)
+            except ValueError as e:
+                raise UserError(str(e)) from e
         monitor = getattr(self.engine, "monitor", None)  # TensorBoard / W&B / CSV, when the config enables one
         self.log.monitor = monitor if monitor is not None and monitor.enabled else None
         self.start_step = 0
@@ -211,12 +218,13 @@ class Trainer:
         totals = self._totals(batches)
         sums: dict[str, torch.Tensor] = {"": torch.zeros((), dtype=torch.float64)}  # "": the step loss
         self.engine.train()
-        for batch in batches:
+        restore, extra = self._to_worst_case(batches, totals) if self.radius > 0 else (None, {})
+        for i, batch in enumerate(batches):
             batch = to_device(batch, self.info.device)
             loss, parts = self.objective(self.engine, batch, totals)
-            # DeepSpeed averages gradients over ranks; the loss is already a share of the global
-            # mean, so undo that average (and skip its 1/accumulation scaling).
-            self.engine.backward(loss * self.info.world_size, scale_wrt_gas=False)
+            self._backward(loss)
+            if restore is not None and i == len(batches) - 1:
+                restore()  # the gradient was taken at the perturbed weights; the step applies it to w
             self.engine.step()
             sums[""] += loss.detach().double().cpu()
             for k, v in parts.items():
@@ -227,8 +235,24 @@ class Trainer:
         record = {"step": step + 1, "lr": lr, "loss": reduced.pop("")}
         record.update({f"loss/{k}": v / max(totals.get(k, 1.0), 1.0) for k, v in reduced.items()})
         record.update({f"tokens/{k}": int(totals[k]) for k in totals})
+        record.update(extra)
         record.update(peak_memory())
         return record
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        # DeepSpeed averages gradients over ranks; the loss is already a share of the global
+        # mean, so undo that average (and skip its 1/accumulation scaling).
+        self.engine.backward(loss * self.info.world_size, scale_wrt_gas=False)
+
+    def _to_worst_case(self, batches: list[dict], totals: dict) -> tuple[Callable[[], None], dict]:
+        """SAM's first pass: the step's gradient at the current weights (backward, no step), then the
+        weights moved by radius along it (`distill.sharpness`) and the gradient cleared for the real pass."""
+        for batch in batches:
+            loss, _ = self.objective(self.engine, to_device(batch, self.info.device), totals)
+            self._backward(loss)
+        norm, restore = sharpness.perturb(self.sam_params, self.radius)
+        self.engine.optimizer.zero_grad()
+        return restore, {"sam/grad_norm": norm}
 
     # -- the loop ------------------------------------------------------------------------------
     def run_eval(self, step: int, evaluate: EvalFn | None = None) -> dict:
