@@ -11,9 +11,10 @@ from types import ModuleType
 
 from distill.errors import UserError
 from distill.knobs import check_knobs
-from unlearn.methods import graddiff, maxent, npo, rmu, simnpo
+from unlearn.methods import graddiff, maxent, npo, repnoise, rmu, sam, simnpo
 
-METHODS: dict[str, ModuleType] = {"graddiff": graddiff, "maxent": maxent, "rmu": rmu, "npo": npo, "simnpo": simnpo}
+METHODS: dict[str, ModuleType] = {"graddiff": graddiff, "maxent": maxent, "rmu": rmu, "npo": npo, "simnpo": simnpo,
+                                  "sam": sam, "repnoise": repnoise}
 
 
 def get_method(name: str) -> ModuleType:

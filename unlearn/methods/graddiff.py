@@ -16,7 +16,7 @@ from unlearn.methods.terms import run_terms
 
 @dataclass
 class Hparams:
-    retain_weight: float = knob(10.0, "alpha: weight of the retain term", check=non_negative)
+    retain_weight: float = knob(15.0, "alpha: weight of the retain term", check=non_negative)
     retain_loss: str = knob("ce", "ce, or kl: KL(reference || model) on retain tokens", choices=("ce", "kl"))
 
 

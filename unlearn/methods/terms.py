@@ -166,5 +166,19 @@ def causal_lm_of(model):
     return hf_model(getattr(model, "module", model))
 
 
+def lens_terms(model, hidden: torch.Tensor):
+    """The terms of an intermediate residual stream (B, T, H) read as if it were the last (the "logit
+    lens"): through the model's final norm and output head, softcap included. Call it inside a terms
+    function (under ZeRO-3 the norm and head are gathered for their calls like any module)."""
+    wrapper = terms_module(model)
+    lm = wrapper.causal_lm
+    normed = getattr(lm, lm.base_model_prefix).norm(hidden)
+    if wrapper.head is not None:
+        return FusedTerms(normed, wrapper.head)
+    logits = lm.get_output_embeddings()(normed)
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    return LogitTerms(torch.tanh(logits / cap) * cap if cap else logits)
+
+
 def run_terms(model, rows: dict, fn):
     return model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"], terms=fn)

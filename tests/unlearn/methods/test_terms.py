@@ -15,7 +15,8 @@ from unlearn.tasks.forget_retain import ForgetRetainDataset
 from unlearn.tasks.tokenizer import build_char_tokenizer
 
 CASES = [("graddiff", []), ("graddiff", ["retain_loss=kl"]), ("maxent", []), ("npo", []),
-         ("simnpo", ["beta=2.0", "delta=0.5"]), ("rmu", ["layer=1", "trainable_layers=0,1"])]
+         ("simnpo", ["beta=2.0", "delta=0.5"]), ("rmu", ["layer=1", "trainable_layers=0,1"]), ("sam", []),
+         ("repnoise", ["beta=0.5"])]
 
 
 @pytest.fixture(scope="module")
