@@ -120,25 +120,6 @@ def plot_alpha_tradeoff(results: Mapping, path: Path) -> Path:
         return _save(fig, path)
 
 
-def plot_pareto(results: Mapping, path: Path) -> Path:
-    """Retain accuracy against forget accuracy after the full attack, one labelled point per model."""
-    models, ms = results.get("models") or {}, methods(results)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.4, 4.2))
-        for name in ordered_models(results):
-            x, y = models[name].get("retain_accuracy"), final_relearned(models[name])
-            if x is None or y is None:
-                continue
-            ax.scatter(x, y, color=colour(name), marker=marker(name, ms), s=45, zorder=3)
-            ax.annotate(name, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7)
-        if not ax.collections:
-            _no_data(ax)
-        ax.margins(x=0.25)  # room for the point labels
-        ax.set(xlabel="retain accuracy", ylabel="forget accuracy after the relearning attack", ylim=(-0.02, 1.02),
-               title="Utility vs robustness (lower right is better)")
-        return _save(fig, path)
-
-
 def _students(models: Mapping, method: str) -> list[tuple[float, Mapping]]:
     """(alpha, model) for the method's students, by increasing alpha."""
     found = [(alpha_of(n), models[n]) for n in models if n.startswith(f"undo:{method}:")]

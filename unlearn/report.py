@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from unlearn import plots
+from unlearn import comparison_plots, comparisons, plots
 from unlearn.plots import alpha_of, area_of, final_relearned, method_of, methods, ordered_models, relearn_curve
 from unlearn.relearn import gap_closed
 
@@ -29,7 +29,10 @@ STATUS = {True: "PASS", False: "FAIL", None: "n/a"}
 FIGURES = (
     ("relearning.png", "Relearning attack: forget accuracy vs steps", plots.plot_relearning),
     ("alpha_tradeoff.png", "Robustness and distillation compute vs alpha", plots.plot_alpha_tradeoff),
-    ("pareto.png", "Retain accuracy vs relearned forget accuracy", plots.plot_pareto),
+    ("pareto.png", "Retain vs forget accuracy before, during and after the attack (frontier joined)",
+     comparison_plots.plot_frontier),
+    ("method_grid.png", "Per method: unlearned, distilled and gold under the attack", comparison_plots.plot_method_grid),
+    ("alpha_line.png", "Relearning area vs distillation steps, with the fitted line", comparison_plots.plot_alpha_line),
 )
 
 
@@ -53,6 +56,9 @@ def report_markdown(results: Mapping) -> str:
         "## Results\n\n" + _table(results),
         _LEGEND,
         "## Acceptance checks\n\n" + "\n".join(_check_line(c) for c in acceptance_checks(results)),
+        "## Methods compared\n\n" + _grid_table(results),
+        "## Robustness vs compute (the alpha line)\n\n" + _alpha_lines(results),
+        "## Frontier under attack\n\n" + _frontier_lines(results),
         "## Figures\n\n" + "\n\n".join(f"![{caption}]({file})" for file, caption, _ in FIGURES),
     ]
     return "\n\n".join(parts) + "\n"
@@ -161,6 +167,61 @@ def budget_warnings(results: Mapping) -> list[str]:
             "before meeting its stop criterion; its compute is a lower bound on the steps to criterion."
             for name, model in (results.get("models") or {}).items()
             if (model.get("compute") or {}).get("stopped_by_criterion") is False]
+
+
+def _grid_table(results: Mapping) -> str:
+    rows = comparisons.method_grid(results)
+    if not rows:
+        return "No unlearned model."
+    lines = ["| method | initial forget | unlearned area | distilled | distilled forget | distilled area | gold area "
+             "| distilled relearns less |", "|---|---:|---:|---|---:|---:|---:|---|"]
+    notes = []
+    for r in rows:
+        below = {True: "yes", False: "**no**", None: "-"}[r["student_below"]]
+        lines.append(f"| {r['method']} | {_num(r['initial_forget'])} | {_num(r['unlearned_area'])} | "
+                     f"{r['student'] or '-'} | {_num(r['student_forget'])} | {_num(r['student_area'])} | "
+                     f"{_num(r['gold_area'])} | {below} |")
+        if r["weak_suppression"]:
+            notes.append(f"**Weak initial suppression**: unlearned:{r['method']} still answers "
+                         f"{r['initial_forget']:.3f} of the forget problems (above {comparisons.LEAK_FORGET:g}); "
+                         f"what the teacher still knows, distillation passes on (its student: forget "
+                         f"{_num(r['student_forget'])}, area {_num(r['student_area'])}).")
+        elif r["student_below"] is False:
+            notes.append(f"**{r['student']} relearns no less than its teacher** (area {_num(r['student_area'])} vs "
+                         f"{_num(r['unlearned_area'])}) although the teacher's suppression was strong "
+                         f"(initial forget {_num(r['initial_forget'])}).")
+    return "\n".join(lines) + "".join(f"\n\n{n}" for n in notes)
+
+
+def _alpha_lines(results: Mapping) -> str:
+    out = []
+    for m in plots.methods(results):
+        line = comparisons.alpha_line(results, m)
+        if line is None:
+            continue
+        pairs = ", ".join(f"{a:g}: {int(s):,} steps, area {y:.3f}"
+                          for a, s, y in zip(line["alphas"], line["steps"], line["areas"]))
+        text = f"- **{m}** ({len(line['alphas'])} alphas; {pairs}). "
+        for key, unit in (("fit_steps", "step"), ("fit_flops", "FLOP")):
+            if line[key]:
+                slope, intercept, r2 = line[key]
+                text += f"area = {intercept:.3f} {slope:+.3g} per {unit}, R^2 {r2:.3f}. "
+        text += (f"Steps to criterion rise with alpha: {'yes' if line['steps_rise'] else 'no'}; "
+                 f"relearning area falls with alpha: {'yes' if line['area_falls'] else 'no'}.")
+        out.append(text)
+    return "\n".join(out) or "Fewer than two students of any method: no line to fit."
+
+
+def _frontier_lines(results: Mapping) -> str:
+    steps = comparisons.attack_steps(results)
+    if not steps:
+        return "No relearning curves."
+    out = []
+    for step in steps:
+        front = comparisons.frontier(comparisons.points_at(results, step))
+        out.append(f"- after {step} steps: frontier " + ", ".join(f"{n} ({r:.3f}, {f:.3f})" for n, r, f in front))
+    out.append(f"- after the longest attack ({steps[-1]} steps): {comparisons.undo_verdict(results, steps[-1])}.")
+    return "(retain accuracy, forget accuracy after the attack) of the non-dominated models:\n\n" + "\n".join(out)
 
 
 _LEGEND = """\

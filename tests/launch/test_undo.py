@@ -35,7 +35,7 @@ def test_quick_run_end_to_end_then_skipped(tmp_path):
     assert results["models"]["undo:maxent:alpha=1"]["teacher"] == "unlearned:maxent"
     report = (out / "report.md").read_text()
     assert all(f"| {name} |" in report for name in NAMES)
-    for png in ("relearning.png", "alpha_tradeoff.png", "pareto.png"):
+    for png in ("relearning.png", "alpha_tradeoff.png", "pareto.png", "method_grid.png", "alpha_line.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     again = undo(out)

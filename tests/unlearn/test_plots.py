@@ -2,7 +2,8 @@ from pathlib import Path
 
 from test_report import make_results
 
-from unlearn.plots import plot_alpha_tradeoff, plot_pareto, plot_relearning
+from unlearn.comparison_plots import plot_alpha_line, plot_frontier, plot_method_grid
+from unlearn.plots import plot_alpha_tradeoff, plot_relearning
 from unlearn.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,7 +19,7 @@ def test_write_report_writes_markdown_and_linked_figures(tmp_path):
     paths = write_report(make_results(), tmp_path / "report")
     assert paths[0] == tmp_path / "report" / "report.md"
     figures = paths[1:]
-    assert len(figures) == 3 and all(p.suffix == ".png" for p in figures)
+    assert len(figures) == 5 and all(p.suffix == ".png" for p in figures)
     md = paths[0].read_text()
     for figure in figures:
         assert_png(figure)
@@ -28,7 +29,7 @@ def test_write_report_writes_markdown_and_linked_figures(tmp_path):
 def test_each_plot_returns_its_path_and_draws_more_with_more_models(tmp_path):
     full, partial = make_results(), make_results()
     partial["models"] = {"base": partial["models"]["base"]}
-    for plot in (plot_relearning, plot_alpha_tradeoff, plot_pareto):
+    for plot in (plot_relearning, plot_alpha_tradeoff, plot_frontier, plot_method_grid, plot_alpha_line):
         assert plot(full, tmp_path / f"full_{plot.__name__}.png") == tmp_path / f"full_{plot.__name__}.png"
         plot(partial, tmp_path / f"partial_{plot.__name__}.png")
         assert (tmp_path / f"full_{plot.__name__}.png").read_bytes() != \

@@ -1,0 +1,143 @@
+"""The paper's three comparisons, computed from the pipeline's results dict (shape in unlearn/report.py).
+
+- the method grid: per unlearning method, the unlearned model against its Unlearn-and-Distill student
+  (alpha = 1, else its largest alpha) and gold, with the unlearned model's initial suppression (weak
+  suppression leaks through distillation: a teacher that still answers teaches the answers);
+- the alpha line: per method, the students' relearning area against their distillation compute (steps,
+  and FLOPs where recorded), a least-squares line and its R^2;
+- the frontier under attack: retain accuracy against forget accuracy after 0 steps, a moderate and the
+  longest attack, the non-dominated models, and whether an UNDO student dominates every other model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from unlearn.plots import alpha_of, area_of, methods, ordered_models, relearn_curve
+
+LEAK_FORGET = 0.10  # an unlearned model above this forget accuracy has suppressed the domain too weakly
+
+
+def _student_of(models: Mapping, m: str) -> str | None:
+    """The method's Unlearn-and-Distill student: alpha = 1 if present, else its largest alpha."""
+    found = sorted((alpha_of(n), n) for n in models if n.startswith(f"undo:{m}:"))
+    return found[-1][1] if found else None
+
+
+def method_grid(results: Mapping) -> list[dict]:
+    """One row per method with an unlearned model: its initial forget accuracy, the areas of unlearned,
+    student and gold, whether the student relearns less, and whether suppression was weak."""
+    models = results.get("models") or {}
+    gold = area_of(models.get("gold") or {})
+    rows = []
+    for m in methods(results):
+        unlearned = models.get(f"unlearned:{m}")
+        if unlearned is None:
+            continue
+        student = _student_of(models, m)
+        s_model = models.get(student) or {}
+        u_area, s_area = area_of(unlearned), area_of(s_model)
+        forget = unlearned.get("forget_accuracy")
+        rows.append({"method": m, "initial_forget": forget, "unlearned_area": u_area, "student": student,
+                     "student_forget": s_model.get("forget_accuracy"), "student_area": s_area, "gold_area": gold,
+                     "student_below": None if u_area is None or s_area is None else s_area < u_area,
+                     "weak_suppression": forget is not None and forget > LEAK_FORGET})
+    return rows
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
+    """Least squares y = intercept + slope x: (slope, intercept, R^2); None for fewer than 2 distinct x."""
+    n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    intercept = my - slope * mx
+    sst = sum((y - my) ** 2 for y in ys)
+    sse = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
+    return slope, intercept, (1.0 - sse / sst) if sst > 0 else 1.0
+
+
+def _monotone(values: list[float], rising: bool) -> bool:
+    pairs = list(zip(values, values[1:]))
+    if not pairs:
+        return False
+    ok = all(b >= a for a, b in pairs) if rising else all(b <= a for a, b in pairs)
+    return ok and values[-1] != values[0]
+
+
+def alpha_line(results: Mapping, m: str) -> dict | None:
+    """The method's students by alpha with their steps to criterion, FLOPs and areas; the fits of area on
+    steps and on FLOPs; whether steps rise and area falls with alpha. None without two such students."""
+    models = results.get("models") or {}
+    students = sorted((alpha_of(n), models[n]) for n in models if n.startswith(f"undo:{m}:"))
+    rows = [(a, (s.get("compute") or {}).get("steps"), (s.get("compute") or {}).get("flops"), area_of(s))
+            for a, s in students]
+    rows = [r for r in rows if r[1] is not None and r[3] is not None]
+    if len(rows) < 2:
+        return None
+    alphas, steps, flops, areas = (list(col) for col in zip(*rows))
+    have_flops = all(f is not None for f in flops)
+    return {"alphas": alphas, "steps": steps, "flops": flops if have_flops else None, "areas": areas,
+            "fit_steps": linear_fit([float(s) for s in steps], areas),
+            "fit_flops": linear_fit([float(f) for f in flops], areas) if have_flops else None,
+            "steps_rise": _monotone([float(s) for s in steps], rising=True),
+            "area_falls": _monotone(areas, rising=False)}
+
+
+def attack_steps(results: Mapping) -> list[int]:
+    """The attack strengths the frontier is drawn at: no attack, a moderate one (the evaluated step nearest
+    0.4 x the longest: the paper's 40 and 500 steps, scaled to the attack run here) and the longest."""
+    steps = sorted(set().union(*(relearn_curve(m)[0] for m in (results.get("models") or {}).values())))
+    if not steps:
+        return []
+    last = steps[-1]
+    moderate = min(steps, key=lambda s: (abs(s - 0.4 * last), s))
+    return sorted({steps[0], moderate, last})
+
+
+def forget_at(model: Mapping, step: int) -> float | None:
+    return dict(zip(*relearn_curve(model))).get(step)
+
+
+def points_at(results: Mapping, step: int) -> list[tuple[str, float, float]]:
+    """(name, retain accuracy, forget accuracy after `step` attack steps) for every model with both."""
+    models = results.get("models") or {}
+    out = []
+    for name in ordered_models(results):
+        retain, forget = models[name].get("retain_accuracy"), forget_at(models[name], step)
+        if retain is not None and forget is not None:
+            out.append((name, retain, forget))
+    return out
+
+
+def dominates(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
+    """a is at least as good as b on both (retain higher, forget lower) and better on one."""
+    return a[1] >= b[1] and a[2] <= b[2] and (a[1] > b[1] or a[2] < b[2])
+
+
+def frontier(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """The non-dominated points, by increasing retain accuracy."""
+    front = [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+    return sorted(front, key=lambda p: p[1])
+
+
+def undo_verdict(results: Mapping, step: int) -> str:
+    """Whether one UNDO student dominates every model that is neither a student nor gold after `step`
+    attack steps; if none does, the student that comes closest and what beats it, by how much."""
+    pts = points_at(results, step)
+    students = [p for p in pts if p[0].startswith("undo:")]
+    others = [p for p in pts if not p[0].startswith("undo:") and p[0] != "gold"]
+    if not students or not others:
+        return "no UNDO student and other model to compare"
+    winners = [s for s in students if all(dominates(s, o) for o in others)]
+    if winners:
+        return f"{winners[0][0]} dominates every other non-gold model ({', '.join(o[0] for o in others)})"
+
+    def beaten_by(s):
+        return [o for o in others if not dominates(s, o)]
+
+    best = min(students, key=lambda s: len(beaten_by(s)))
+    lines = [f"{o[0]} (retain {o[1] - best[1]:+.3f}, forget {o[2] - best[2]:+.3f} against it)" for o in beaten_by(best)]
+    return f"no UNDO student dominates every other model; the closest, {best[0]}, does not dominate: " + "; ".join(lines)
