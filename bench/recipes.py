@@ -5,7 +5,10 @@
 For each seed: the base and gold models (launch/pretrain.py) and each method's unlearned model
 (launch/unlearn.py) at the experiment's full budgets and that seed, the stages `launch/undo.py --seeds`
 runs (same directories, OUT/seed-N, so that command reuses them). Finished stages are skipped: run it
-again to continue. Prints one row per model and seed, then each target's verdict over every seed:
+again to continue. Each model is then scored again by launch/evaluate.py on --per-format held-out problems
+per operation and format (default 400, OUT/seed-N/recipes-eval/): the stages' own final evaluations use
+100, whose sampling error (+-0.02 at 0.95) is as large as the margins being checked. Prints one row per
+model and seed, then each target's verdict over every seed:
 
 - base: equation accuracy >= 0.95 on each of + - * /; gold: >= 0.95 on + and - (the operations it saw);
 - each method: forget accuracy (mean of * and /, equations and word problems) <= 0.05, and retain
@@ -17,25 +20,44 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, as in launch/
 
-from distill.knobs import listed, non_negative
+from distill.knobs import at_least, checked, listed, non_negative
 from unlearn.experiment import Settings, build_stages, model_dirs
 from unlearn.methods import METHODS
 from unlearn.pipeline import Pipeline
-from unlearn.results import model_entry
 
 PRETRAIN_MIN, FORGET_MAX, RETAIN_SHARE_MIN = 0.95, 0.05, 0.90
 
 
-def run_seed(out: Path, seed: int, methods: list[str], nproc: int, jobs: int) -> dict[str, dict]:
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_seed(out: Path, seed: int, methods: list[str], nproc: int, jobs: int, per_format: int) -> dict[str, dict]:
     settings = Settings(out / f"seed-{seed}", methods, [], seed=seed)
     stages = [s for s in build_stages(settings) if not s.name.startswith("relearn:")]
     Pipeline(settings.out, stages, nproc, "ds_configs/zero3.json", overwrite=False, jobs=jobs).run()
-    return {name: model_entry(settings, name, run) for name, run in model_dirs(settings).items()}
+    return {name: rescore(settings.out / "recipes-eval" / f"{run.name}.json", run, per_format)
+            for name, run in model_dirs(settings).items()}
+
+
+def rescore(path: Path, model: Path, per_format: int) -> dict:
+    """launch/evaluate.py's scores of `model` on `per_format` problems per operation and format (reused
+    when a finished scoring of the same model at the same size is on disk)."""
+    if path.is_file():
+        scores = json.loads(path.read_text())
+        if set(scores["counts"].values()) == {per_format}:
+            return scores
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    subprocess.run([sys.executable, "launch/evaluate.py", "--model", str(model), "--out", str(tmp), "--device", "cpu",
+                    "--per-format", str(per_format)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    tmp.replace(path)
+    return json.loads(path.read_text())
 
 
 def verdicts(name: str, entry: dict, base: dict) -> dict[str, tuple[float, bool]]:
@@ -57,11 +79,13 @@ def main():
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--per-format", type=checked(int, at_least(1)), default=400,
+                   help="held-out problems per operation and format in the rescoring")
     args = p.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     figures: dict = {}
     for seed in args.seeds:
-        figures[seed] = run_seed(Path(args.out), seed, methods, args.nproc, args.jobs)
+        figures[seed] = run_seed(Path(args.out), seed, methods, args.nproc, args.jobs, args.per_format)
     rows, missed = [], []
     for seed, models in figures.items():
         for name, entry in models.items():
