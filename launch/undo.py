@@ -3,6 +3,8 @@
     python launch/undo.py --out runs            # full budgets: ~23 min on 2 CPU cores
     python launch/undo.py --out /tmp/q --quick  # every stage at smoke-test budgets (a few minutes)
     python launch/undo.py --out runs/seeds --seeds 0,1,2   # once per seed; mean and spread in report.md
+    python launch/undo.py --out runs/pareto --methods graddiff,maxent,rmu,npo,simnpo,sam,repnoise \
+        --alphas 0.2,0.4,0.6,0.8,1 --pareto               # the paper's comparisons: method grid, alpha line, frontier
 
 Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
 unlearns * and / from the base with each method (MaxEnt by default), precomputes each teacher's logit
@@ -50,6 +52,9 @@ def parse_args(argv=None):
                         "than one: start-up, evaluation and saving of one overlap the other's training")
     p.add_argument("--ds_config", "--ds-config", dest="ds_config", default="ds_configs/zero3.json")
     p.add_argument("--overwrite", action="store_true", help="redo finished stages whose settings changed")
+    p.add_argument("--pareto", action="store_true",
+                   help="also unlearn with each method at the other values of its main setting (the method's "
+                        "PARETO_GRID; at --quick one value) and attack each: points of the retain/forget frontier")
     p.add_argument("--seeds", type=listed(int, non_negative), default="0",
                    help="run the whole experiment once per seed (training stages' --seed), each in OUT/seed-N, and "
                         "report mean and spread in OUT/report.md; one seed (default 0) runs in OUT itself")
@@ -68,7 +73,7 @@ def parse_args(argv=None):
 
 def run_seed(args, out: Path, seed: int, command: str) -> dict:
     """The experiment on one seed in `out`: its stages, results.json, report.md and figures."""
-    settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed)
+    settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed, pareto=args.pareto)
     pipeline = Pipeline(settings.out, build_stages(settings), args.nproc, args.ds_config, args.overwrite,
                         jobs=args.jobs)
     t0 = time.time()

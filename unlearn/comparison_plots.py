@@ -7,8 +7,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from unlearn import comparisons as cmp
-from unlearn.plots import (AREA_COLOUR, STYLE, _legend_outside, _no_data, _save, colour, marker, methods,
-                           plt, relearn_curve)
+from unlearn.plots import (
+    AREA_COLOUR,
+    STYLE,
+    _legend_outside,
+    _no_data,
+    _save,
+    colour,
+    marker,
+    methods,
+    plt,
+    relearn_curve,
+)
 
 
 def plot_method_grid(results: Mapping, path: Path) -> Path:

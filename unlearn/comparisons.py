@@ -140,4 +140,5 @@ def undo_verdict(results: Mapping, step: int) -> str:
 
     best = min(students, key=lambda s: len(beaten_by(s)))
     lines = [f"{o[0]} (retain {o[1] - best[1]:+.3f}, forget {o[2] - best[2]:+.3f} against it)" for o in beaten_by(best)]
-    return f"no UNDO student dominates every other model; the closest, {best[0]}, does not dominate: " + "; ".join(lines)
+    return (f"no UNDO student dominates every other model; the closest, {best[0]}, does not dominate: "
+            + "; ".join(lines))

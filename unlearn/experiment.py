@@ -42,6 +42,7 @@ class Settings:
     quick: bool = False
     retain_gap: float = 0.03
     seed: int = 0  # of every training stage (init, noise, data order); the attack keeps its own grid
+    pareto: bool = False  # also each method at the other values of its PARETO_GRID, each attacked
 
     @property
     def budget(self) -> dict[str, list[str]]:
@@ -62,11 +63,27 @@ def student_args(alpha: float) -> list[str]:
     return ["--beta", "0.1", "--lr", "1e-3", "--min-lr", "1e-4"]
 
 
+def pareto_variants(s: Settings, m: str) -> list[tuple[str, str]]:
+    """(model name, --hp setting) of method m at each value of its grid other than its default (the
+    default is the method's main model); at quick budgets the first such value only (a smoke test)."""
+    if not s.pareto:
+        return []
+    from unlearn.methods import get_method
+
+    method = get_method(m)
+    key, values = method.PARETO_GRID
+    default = getattr(method.Hparams(), key)
+    others = [v for v in values if v != default]
+    return [(f"unlearned:{m}:{key}={v:g}", f"{key}={v:g}") for v in (others[:1] if s.quick else others)]
+
+
 def model_dirs(s: Settings) -> dict[str, Path]:
     """Every model the experiment makes, by its name in results.json."""
     dirs = {"base": s.out / "base", "gold": s.out / "gold"}
     for m in s.methods:
         dirs[f"unlearned:{m}"] = s.out / f"unlearned-{m}"
+        for name, setting in pareto_variants(s, m):
+            dirs[name] = s.out / "pareto" / f"unlearned-{m}-{setting.replace('=', '')}"
         for a in s.alphas:
             dirs[f"undo:{m}:alpha={a:g}"] = s.out / f"undo-{m}-alpha{a:g}"
     return dirs
@@ -84,6 +101,9 @@ def build_stages(s: Settings) -> list[Stage]:
         teacher = dirs[f"unlearned:{m}"]
         stages.append(Stage(f"unlearned:{m}", "launch/unlearn.py", teacher,
                             ["--model", str(dirs["base"]), "--method", m, *b["unlearn"]], ["base"]))
+        for name, setting in pareto_variants(s, m):
+            stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
+                                                                         "--hp", setting, *b["unlearn"]], ["base"]))
         if not s.alphas:
             continue
         cache = s.out / f"cache-{m}"

@@ -31,7 +31,8 @@ FIGURES = (
     ("alpha_tradeoff.png", "Robustness and distillation compute vs alpha", plots.plot_alpha_tradeoff),
     ("pareto.png", "Retain vs forget accuracy before, during and after the attack (frontier joined)",
      comparison_plots.plot_frontier),
-    ("method_grid.png", "Per method: unlearned, distilled and gold under the attack", comparison_plots.plot_method_grid),
+    ("method_grid.png", "Per method: unlearned, distilled and gold under the attack",
+     comparison_plots.plot_method_grid),
     ("alpha_line.png", "Relearning area vs distillation steps, with the fitted line", comparison_plots.plot_alpha_line),
 )
 

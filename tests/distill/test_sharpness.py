@@ -5,11 +5,11 @@ import subprocess
 import pytest
 import torch
 from safetensors.torch import load_file
+from zero3_sam_job import LR, ROWS, SEQ_LEN
 
 from distill.launcher import REPO, deepspeed_command, stage_env
 from distill.models import build_model
 from distill.objective import token_cross_entropy
-from zero3_sam_job import LR, ROWS, SEQ_LEN
 from unlearn.tasks.arithmetic import PackedArithmeticDataset
 from unlearn.tasks.tokenizer import build_char_tokenizer
 

@@ -12,7 +12,8 @@ from unlearn.relearn import relearning_area
 
 pytestmark = pytest.mark.slow
 
-NAMES = {"base", "gold", "unlearned:maxent", "undo:maxent:alpha=1", "undo:maxent:alpha=0.6"}
+NAMES = {"base", "gold", "unlearned:maxent", "unlearned:maxent:retain_weight=0.3", "undo:maxent:alpha=1",
+         "undo:maxent:alpha=0.6"}
 
 
 def undo(out, *extra):
@@ -22,7 +23,7 @@ def undo(out, *extra):
 
 def test_quick_run_end_to_end_then_skipped(tmp_path):
     out = tmp_path / "undo"
-    check(undo(out))
+    check(undo(out, "--pareto"))  # with one other setting of MaxEnt: a point of the frontier, attacked too
     results = json.loads((out / "results.json").read_text())
     assert set(results["models"]) == NAMES
     for name, m in results["models"].items():
@@ -38,8 +39,10 @@ def test_quick_run_end_to_end_then_skipped(tmp_path):
     for png in ("relearning.png", "alpha_tradeoff.png", "pareto.png", "method_grid.png", "alpha_line.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    again = undo(out)
+    assert "## Frontier under attack" in report and "## Methods compared" in report
+
+    again = undo(out, "--pareto")
     check(again)
-    assert again.stdout.count("finished, skipped") == 2 + 1 + 1 + 2 + 5  # every stage
+    assert again.stdout.count("finished, skipped") == 2 + 2 + 1 + 2 + 6  # every stage
     assert "running" not in again.stdout
 

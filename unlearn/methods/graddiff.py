@@ -21,6 +21,7 @@ class Hparams:
 
 
 TRAIN_DEFAULTS = dict(steps=40, lr=1e-4, schedule="constant", warmup_steps=0)
+PARETO_GRID = ("retain_weight", (5.0, 15.0, 30.0))  # --pareto: the retain weight, the default among the values
 
 
 class Objective(UnlearnObjective):

@@ -21,6 +21,7 @@ class Hparams:
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)
+PARETO_GRID = ("retain_weight", (0.3, 1.0, 3.0))  # --pareto: the retain weight, the default among the values
 
 
 class Objective(UnlearnObjective):

@@ -25,6 +25,7 @@ class Hparams:
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)
+PARETO_GRID = ("beta", (0.03, 0.1, 0.3))  # --pareto: the inverse temperature, the default among the values
 
 
 class Objective(UnlearnObjective):

@@ -44,6 +44,7 @@ class Hparams:
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)
+PARETO_GRID = ("alpha", (0.3, 1.0, 3.0))  # --pareto: the forget term's weight, the default among the values
 
 
 def mmd2(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ class Hparams:
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=1e-3, schedule="constant", warmup_steps=0)
+PARETO_GRID = ("coeff", (30.0, 60.0, 120.0))  # --pareto: the steering norm c, the default among the values
 
 
 def parse_layers(spec: str) -> list[int]:

@@ -22,6 +22,7 @@ class Hparams:
 
 
 TRAIN_DEFAULTS = dict(steps=60, lr=3e-4, schedule="constant", warmup_steps=0)
+PARETO_GRID = ("beta", (1.5, 4.5, 13.5))  # --pareto: the inverse temperature, the default among the values
 
 
 class Objective(UnlearnObjective):
