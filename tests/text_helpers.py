@@ -54,20 +54,9 @@ def write_text(path: Path, texts) -> Path:
 
 def train_tokenizer(path: Path, texts, vocab_size: int = 400, pad: bool = True) -> Path:
     """A byte-level BPE trained on `texts`, saved as a Hugging Face tokenizer directory at `path`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from unlearn.subword import train_tokenizer as train
 
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"] if pad else ["<bos>", "<eos>", "<unk>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(list(texts), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
-                                   pad_token="<pad>" if pad else None)
-    fast.save_pretrained(path)
-    return path
+    return train(texts, path, vocab_size, pad)
 
 
 def make_corpora(root: Path, n_docs: int = 60) -> dict[str, Path]:
