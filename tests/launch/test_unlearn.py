@@ -24,12 +24,14 @@ def unlearn_args(model, out, method, extra=()):
             "--final-eval-per-format", "1", "--save-every", "0", *extra]
 
 
-# The fused head (as at a 256k vocabulary) for MaxEnt and NPO (two head passes and a reference under
-# ZeRO-3); the model's logits (the testbed's default below 8192 tokens) for the others.
-HEADS = {"graddiff": "auto", "maxent": "fused", "rmu": "auto", "npo": "fused", "simnpo": "auto"}
+# The fused head (as at a 256k vocabulary) for MaxEnt, NPO (two head passes and a reference under ZeRO-3),
+# SAM (the same, twice per step: the engine's worst-case pass) and RepNoise (the head read from every layer);
+# the model's logits (the testbed's default below 8192 tokens) for the others.
+HEADS = {"graddiff": "auto", "maxent": "fused", "rmu": "auto", "npo": "fused", "simnpo": "auto", "sam": "fused",
+         "repnoise": "fused"}
 
 
-@pytest.mark.parametrize("method", ["graddiff", "maxent", "rmu", "npo", "simnpo"])
+@pytest.mark.parametrize("method", list(HEADS))
 def test_each_method_runs_on_two_zero3_ranks(start_model, tmp_path, method):
     out = tmp_path / method
     check(run_deepspeed("launch/unlearn.py", unlearn_args(start_model, out, method, ["--loss-head", HEADS[method]]),
