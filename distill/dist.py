@@ -146,3 +146,20 @@ def on_main(info: DistInfo, fn: Callable[[], object]):
     if "error" in result:
         raise UserError(result["error"])
     return result["value"]
+
+
+def weight_views(param) -> list[tuple[torch.Tensor, int]]:
+    """(flattened storage, index of its first element in the full parameter) for each copy of a weight that a
+    forward may read: a ZeRO-3 parameter's partition, and its full tensor while it is gathered (a persistent
+    one). Where ZeRO-3 keeps both in one storage (small weights on one rank, after `deepspeed.initialize`)
+    the full tensor alone, so an update is applied once. A plain parameter: itself."""
+    whole = (param.data.view(-1), 0)
+    if not hasattr(param, "ds_tensor"):
+        return [whole]
+    part = param.ds_tensor.view(-1)
+    start = param.ds_tensor.ds_numel * torch_dist.get_rank(group=param.ds_process_group)
+    if param.numel() != param.ds_numel:
+        return [(part, start)]
+    if part.untyped_storage().data_ptr() == whole[0].untyped_storage().data_ptr():
+        return [whole]
+    return [(part, start), whole]

@@ -26,7 +26,8 @@ import math
 import re
 
 import torch
-import torch.distributed as torch_dist
+
+from distill.dist import weight_views
 
 BLOCK = 1 << 22  # elements per noise block: 16 MiB of fp32
 
@@ -69,11 +70,6 @@ def _apply_blocks(flat: torch.Tensor, start: int, shape, seed: int, name: str, a
         _update(flat[lo - start: hi - start], noise, alpha, weight)
     if end - start < flat.numel():  # the tail of the last rank's partition: padding, shrunk like the rest
         _update(flat[end - start:], None, alpha, weight)
-
-
-def _partition_start(param) -> int:
-    """Where this rank's ZeRO-3 partition of `param` starts in the flattened full tensor."""
-    return param.ds_tensor.ds_numel * torch_dist.get_rank(group=param.ds_process_group)
 
 
 @torch.no_grad()
@@ -133,13 +129,7 @@ def shrink_and_perturb(model, alpha: float, beta: float, seed: int, pattern: str
         if not chosen.search(name):
             continue
         shape = tuple(getattr(param, "ds_shape", param.shape))
-        views = []  # (flattened storage, its first element's index in the full parameter)
-        if hasattr(param, "ds_tensor"):  # a ZeRO-3 partition is the source of truth
-            views.append((param.ds_tensor.view(-1), _partition_start(param)))
-            if param.numel() == param.ds_numel:  # also gathered right now: keep both views equal
-                views.append((param.data.view(-1), 0))
-        else:
-            views.append((param.data.view(-1), 0))
+        views = weight_views(param)  # the ZeRO-3 partition, and the gathered copy if any: kept equal
         init = init_value(model, name, seed).reshape(-1) if len(shape) < 2 else None  # once for both views
         for flat, start in views:
             if init is not None:  # toward the architecture's init (small: held whole)

@@ -22,18 +22,6 @@ import torch
 from distill import dist
 
 
-def _views(param) -> list[tuple[torch.Tensor, bool]]:
-    """(flattened storage, whether it holds the whole parameter) for each copy of the weights a forward
-    may read: the rank's partition, and the full tensor when the parameter is gathered (persistent)."""
-    part = param.ds_tensor.view(-1)
-    if param.numel() != param.ds_numel:
-        return [(part, False)]
-    whole = param.data.view(-1)
-    if part.untyped_storage().data_ptr() == whole.untyped_storage().data_ptr():
-        return [(whole, True)]  # one storage (ZeRO-3 may keep a persistent parameter so): move it once
-    return [(part, False), (whole, True)]
-
-
 @torch.no_grad()
 def perturb(params: list[torch.nn.Parameter], radius: float) -> tuple[float, Callable[[], None]]:
     """Move the ZeRO-3 `params` by radius * g / ||g|| (g: the gradient DeepSpeed holds after backward,
@@ -52,8 +40,9 @@ def perturb(params: list[torch.nn.Parameter], radius: float) -> tuple[float, Cal
         if g is None:
             continue
         full = safe_get_full_grad(p) if p.numel() == p.ds_numel else None  # collective: every rank calls it
-        for flat, whole in _views(p):
+        for flat, start in dist.weight_views(p):
             saved.append((flat, flat.clone()))
+            whole = start == 0 and flat.numel() == p.ds_numel and full is not None
             step = (full if whole else g).reshape(-1).to(device=flat.device, dtype=torch.float32) * scale
             flat.copy_((flat.float() + step[: flat.numel()]).to(flat.dtype))
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from unlearn.plots import alpha_of, area_of, methods, ordered_models, relearn_curve
+from unlearn.plots import area_of, methods, ordered_models, relearn_curve, students_of
 
 LEAK_FORGET = 0.10  # an unlearned model above this forget accuracy has suppressed the domain too weakly
 
 
 def _student_of(models: Mapping, m: str) -> str | None:
     """The method's Unlearn-and-Distill student: alpha = 1 if present, else its largest alpha."""
-    found = sorted((alpha_of(n), n) for n in models if n.startswith(f"undo:{m}:"))
-    return found[-1][1] if found else None
+    found = students_of(models, m)
+    return f"undo:{m}:alpha={found[-1][0]:g}" if found else None
 
 
 def method_grid(results: Mapping) -> list[dict]:
@@ -71,9 +71,8 @@ def alpha_line(results: Mapping, m: str) -> dict | None:
     """The method's students by alpha with their steps to criterion, FLOPs and areas; the fits of area on
     steps and on FLOPs; whether steps rise and area falls with alpha. None without two such students."""
     models = results.get("models") or {}
-    students = sorted((alpha_of(n), models[n]) for n in models if n.startswith(f"undo:{m}:"))
     rows = [(a, (s.get("compute") or {}).get("steps"), (s.get("compute") or {}).get("flops"), area_of(s))
-            for a, s in students]
+            for a, s in students_of(models, m)]
     rows = [r for r in rows if r[1] is not None and r[3] is not None]
     if len(rows) < 2:
         return None

@@ -109,7 +109,7 @@ def plot_relearning(results: Mapping, path: Path) -> Path:
 def plot_alpha_tradeoff(results: Mapping, path: Path) -> Path:
     """Per method, the students' relearning area and distillation steps against alpha."""
     models = results.get("models") or {}
-    ms = [m for m in methods(results) if _students(models, m)]
+    ms = [m for m in methods(results) if students_of(models, m)]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, max(len(ms), 1), figsize=(5.4 * max(len(ms), 1), 3.8), squeeze=False)
         for ax, m in zip(axes[0], ms):
@@ -120,14 +120,14 @@ def plot_alpha_tradeoff(results: Mapping, path: Path) -> Path:
         return _save(fig, path)
 
 
-def _students(models: Mapping, method: str) -> list[tuple[float, Mapping]]:
+def students_of(models: Mapping, method: str) -> list[tuple[float, Mapping]]:
     """(alpha, model) for the method's students, by increasing alpha."""
     found = [(alpha_of(n), models[n]) for n in models if n.startswith(f"undo:{method}:")]
     return sorted(found, key=lambda pair: pair[0])
 
 
 def _tradeoff_panel(ax, models: Mapping, method: str) -> None:
-    students = _students(models, method)
+    students = students_of(models, method)
     areas = [(a, area_of(s)) for a, s in students if area_of(s) is not None]
     steps = [(a, s["compute"]["steps"]) for a, s in students if (s.get("compute") or {}).get("steps") is not None]
     if areas:

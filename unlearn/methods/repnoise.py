@@ -27,6 +27,7 @@ import torch
 
 from distill.data import IGNORE_INDEX
 from distill.knobs import at_least_one, knob, non_negative
+from distill.noise import param_generator
 from unlearn.methods.common import UnlearnObjective, capture_output, decoder_layers
 from unlearn.methods.terms import lens_terms, run_terms
 
@@ -62,8 +63,8 @@ def mmd2(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def generator_for(rows: dict, seed: int) -> torch.Generator:
-    digest = hashlib.sha256(rows["input_ids"].cpu().numpy().tobytes() + seed.to_bytes(8, "little")).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    """The micro-batch's noise generator: seeded by `seed` and a hash of its token ids (the noise draw's seeding)."""
+    return param_generator(seed, hashlib.sha256(rows["input_ids"].cpu().numpy().tobytes()).hexdigest())
 
 
 class Objective(UnlearnObjective):
