@@ -1,10 +1,13 @@
-"""The whole UNDO experiment on the arithmetic testbed, one command: what `make demo` runs.
+"""The whole UNDO experiment in one command: on the arithmetic testbed (what `make demo` runs), or in the
+language setting (English kept, Korean forgotten).
 
     python launch/undo.py --out runs            # full budgets: ~23 min on 2 CPU cores
     python launch/undo.py --out /tmp/q --quick  # every stage at smoke-test budgets (a few minutes)
     python launch/undo.py --out runs/seeds --seeds 0,1,2   # once per seed; mean and spread in report.md
     python launch/undo.py --out runs/pareto --methods graddiff,maxent,rmu,npo,simnpo,sam,repnoise \
         --alphas 0.2,0.4,0.6,0.8,1 --pareto               # the paper's comparisons: method grid, alpha line, frontier
+    python launch/undo.py --setting language --out runs/language   # Korean forgotten, English kept (see below)
+    python launch/undo.py --out runs/oracle --oracle-matching --alphas ''   # the paper's first experiment
 
 Pretrains the base model (all four operations) and the data-filtered gold standard (+ and - only),
 unlearns * and / from the base with each method (MaxEnt by default), precomputes each teacher's logit
@@ -12,6 +15,13 @@ cache once, distills UNDO students at each alpha (1 = fresh init, Unlearn-and-Di
 relearning attack on every model, and writes OUT/results.json, OUT/report.md and PNG figures. Every
 stage is a `deepspeed` job; a finished stage with unchanged settings is skipped, an interrupted one
 resumes, so running the command again continues where it stopped.
+
+--setting language (unlearn/language_setting.py): LibreOffice help pages in English and Korean from Debian
+packages (fetched and cleaned into OUT/data on the first run, or --language-data DIR), a BPE tokenizer
+trained on them (OUT/tokenizer), and every stage as its `--task text` command; the capability is per-token
+cross-entropy on held-out pages (lower = more capable), and the students stop when their English
+cross-entropy is within --retain-gap (relative, 5%) of their teacher's. --oracle-matching adds the gold
+model's cache and two students matching it (from base, and fresh), each attacked (unlearn/oracle.py).
 """
 
 import sys
@@ -27,7 +37,8 @@ from distill.cli import Parser, run_main
 from distill.errors import UserError
 from distill.knobs import at_least_one, checked, listed, non_negative, unit_interval
 from distill.rundir import write_json
-from unlearn.experiment import Settings, build_stages
+from unlearn import language_setting
+from unlearn.experiment import RETAIN_GAP, SETTINGS, Settings, build_stages
 from unlearn.methods import METHODS
 from unlearn.pipeline import Pipeline
 from unlearn.report import acceptance_checks, write_report
@@ -42,9 +53,19 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="maxent", help=f"unlearning methods, from {', '.join(METHODS)}")
     p.add_argument("--alphas", type=listed(float, unit_interval, allow_empty=True), default="1,0.6",
                    help="UNDO students per method (comma-separated, each in [0, 1]; '' for none)")
-    p.add_argument("--retain-gap", type=checked(float), default=0.03,
-                   help="a student trains until its validation retain accuracy is this close to its teacher's; "
-                        "below the 0.05 the results check on the test set, which leaves room for sampling noise")
+    p.add_argument("--setting", default="arithmetic", choices=SETTINGS,
+                   help="arithmetic (the built-in testbed) or language (English kept, Korean forgotten)")
+    p.add_argument("--language-data", default=None, metavar="DIR",
+                   help=f"language: a directory with {', '.join(f + '.jsonl' for f in language_setting.FILES)} "
+                        "(default: OUT/data, fetched and cleaned by unlearn.language_data when missing)")
+    p.add_argument("--oracle-matching", action="store_true",
+                   help="also distil the gold model (the oracle) into base (alpha 0) and into a fresh init "
+                        "(alpha 1) for the whole budget, and attack both")
+    p.add_argument("--retain-gap", type=checked(float), default=None,
+                   help="a student trains until its validation retain metric is this close to its teacher's. "
+                        f"Default: arithmetic {RETAIN_GAP['arithmetic']:g} (absolute accuracy: below the 0.05 the "
+                        "results check on the test set, which leaves room for sampling noise); language "
+                        f"{RETAIN_GAP['language']:g} (relative cross-entropy, the paper's)")
     p.add_argument("--nproc", type=checked(int, at_least_one), default=2, help="DeepSpeed ranks per stage")
     p.add_argument("--jobs", type=checked(int, at_least_one), default=2,
                    help="stages run at once when their inputs are ready (base beside gold, attacks beside "
@@ -68,12 +89,17 @@ def parse_args(argv=None):
         p.error(f"--alphas {args.alphas}: each alpha once")
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds {list(args.seeds)}: each seed once")
+    if args.language_data is not None and args.setting != "language":
+        p.error("--language-data is for --setting language")
+    if args.retain_gap is None:
+        args.retain_gap = RETAIN_GAP[args.setting]
     return args
 
 
-def run_seed(args, out: Path, seed: int, command: str) -> dict:
+def run_seed(args, out: Path, seed: int, command: str, data: tuple) -> dict:
     """The experiment on one seed in `out`: its stages, results.json, report.md and figures."""
-    settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed, pareto=args.pareto)
+    settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed, pareto=args.pareto,
+                        setting=args.setting, data=data[0], tokenizer=data[1], oracle_matching=args.oracle_matching)
     pipeline = Pipeline(settings.out, build_stages(settings), args.nproc, args.ds_config, args.overwrite,
                         jobs=args.jobs)
     t0 = time.time()
@@ -93,7 +119,11 @@ def main():
         raise UserError(f"--ds_config {args.ds_config}: no such file")
     command = "python launch/undo.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out, single = Path(args.out), len(args.seeds) == 1 and args.seeds[0] == 0
-    per_seed = {seed: run_seed(args, out if single else out / f"seed-{seed}", seed, command) for seed in args.seeds}
+    data = (None, None)
+    if args.setting == "language":  # corpora and tokenizer once, shared by every seed
+        data = language_setting.prepare(out, Path(args.language_data) if args.language_data else None)
+    per_seed = {seed: run_seed(args, out if single else out / f"seed-{seed}", seed, command, data)
+                for seed in args.seeds}
     if single:
         results = per_seed[0]
         print((out / "report.md").read_text())

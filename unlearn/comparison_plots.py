@@ -7,12 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from unlearn import comparisons as cmp
+from unlearn.capability import capability_of
 from unlearn.plots import (
     AREA_COLOUR,
     STYLE,
     _legend_outside,
     _no_data,
     _save,
+    area_axis,
+    bounds,
     colour,
     marker,
     methods,
@@ -23,7 +26,7 @@ from unlearn.plots import (
 
 def plot_method_grid(results: Mapping, path: Path) -> Path:
     """One panel per method: the unlearned model, its Unlearn-and-Distill student and gold under the attack."""
-    models, rows = results.get("models") or {}, cmp.method_grid(results)
+    models, rows, cap = results.get("models") or {}, cmp.method_grid(results), capability_of(results)
     n = max(len(rows), 1)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True)
@@ -34,12 +37,13 @@ def plot_method_grid(results: Mapping, path: Path) -> Path:
                     ax.plot(steps, acc, label=name, color=colour(name), marker="o", markersize=3,
                             linestyle="--" if name == "gold" else "-")
             weak = " (weak initial suppression)" if row["weak_suppression"] else ""
-            ax.set(title=f"{row['method']}{weak}", xlabel="relearning steps", ylim=(-0.02, 1.02))
+            ax.set(title=f"{row['method']}{weak}", xlabel="relearning steps",
+                   **bounds(cap))
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="upper left", frameon=False)
             else:
                 _no_data(ax)
-        axes[0][0].set_ylabel("forget accuracy (strongest attacker)")
+        axes[0][0].set_ylabel(f"forget {cap.label} (strongest attacker)")
         if not rows:
             _no_data(axes[0][0])
         fig.tight_layout()
@@ -64,7 +68,7 @@ def plot_alpha_line(results: Mapping, path: Path) -> Path:
                         label=f"fit, R$^2$ = {r2:.2f}")
                 ax.legend(loc="upper right", frameon=False)
             ax.set(title=f"{m}: robustness vs compute", xlabel="distillation steps to criterion",
-                   ylabel="relearning area (lower = more robust)")
+                   ylabel=area_axis(capability_of(results))["ylabel"])
         if not lines:
             _no_data(axes[0][0])
         fig.tight_layout()
@@ -72,9 +76,10 @@ def plot_alpha_line(results: Mapping, path: Path) -> Path:
 
 
 def plot_frontier(results: Mapping, path: Path) -> Path:
-    """Retain against forget accuracy after each attack strength of `comparisons.attack_steps`, one panel
-    each, the non-dominated models joined (better: right and down)."""
-    strengths, ms = cmp.attack_steps(results), methods(results)
+    """The retain against the forget metric after each attack strength of `comparisons.attack_steps`, one
+    panel each, the non-dominated models joined (better: right and down for an accuracy, left and up for a
+    cross-entropy)."""
+    strengths, ms, cap = cmp.attack_steps(results), methods(results), capability_of(results)
     n = max(len(strengths), 1)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.0), squeeze=False, sharey=True)
@@ -83,12 +88,13 @@ def plot_frontier(results: Mapping, path: Path) -> Path:
             for name, x, y in pts:
                 ax.scatter(x, y, color=colour(name), marker=marker(name, ms), s=40, zorder=3, label=name)
                 ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6)
-            front = cmp.frontier(pts)
+            front = cmp.frontier(pts, cap)
             if len(front) > 1:
                 ax.plot([p[1] for p in front], [p[2] for p in front], color="0.3", linewidth=1, zorder=2)
             ax.margins(x=0.25)
-            ax.set(title=f"after {step} attack steps", xlabel="retain accuracy", ylim=(-0.02, 1.02))
-        axes[0][0].set_ylabel("forget accuracy after the attack")
+            ax.set(title=f"after {step} attack steps", xlabel=f"retain {cap.label}",
+                   **bounds(cap))
+        axes[0][0].set_ylabel(f"forget {cap.label} after the attack")
         if strengths:
             _legend_outside(axes[0][-1])
         else:

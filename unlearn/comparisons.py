@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from unlearn.capability import ACCURACY, Capability, capability_of
 from unlearn.plots import area_of, methods, ordered_models, relearn_curve, students_of
 
 LEAK_FORGET = 0.10  # an unlearned model above this forget accuracy has suppressed the domain too weakly
+# (an accuracy threshold: on cross-entropy no such line is drawn)
 
 
 def _student_of(models: Mapping, m: str) -> str | None:
@@ -26,8 +28,8 @@ def _student_of(models: Mapping, m: str) -> str | None:
 
 def method_grid(results: Mapping) -> list[dict]:
     """One row per method with an unlearned model: its initial forget accuracy, the areas of unlearned,
-    student and gold, whether the student relearns less, and whether suppression was weak."""
-    models = results.get("models") or {}
+    student and gold, whether the student relearns less, and whether suppression was weak (accuracy only)."""
+    models, cap = results.get("models") or {}, capability_of(results)
     gold = area_of(models.get("gold") or {})
     rows = []
     for m in methods(results):
@@ -37,11 +39,12 @@ def method_grid(results: Mapping) -> list[dict]:
         student = _student_of(models, m)
         s_model = models.get(student) or {}
         u_area, s_area = area_of(unlearned), area_of(s_model)
-        forget = unlearned.get("forget_accuracy")
+        below = None if u_area is None or s_area is None else cap.score(s_area) < cap.score(u_area)
+        forget = unlearned.get(cap.forget)
         rows.append({"method": m, "initial_forget": forget, "unlearned_area": u_area, "student": student,
-                     "student_forget": s_model.get("forget_accuracy"), "student_area": s_area, "gold_area": gold,
-                     "student_below": None if u_area is None or s_area is None else s_area < u_area,
-                     "weak_suppression": forget is not None and forget > LEAK_FORGET})
+                     "student_forget": s_model.get(cap.forget), "student_area": s_area, "gold_area": gold,
+                     "student_below": below,
+                     "weak_suppression": cap.higher_is_capable and forget is not None and forget > LEAK_FORGET})
     return rows
 
 
@@ -69,8 +72,9 @@ def _monotone(values: list[float], rising: bool) -> bool:
 
 def alpha_line(results: Mapping, m: str) -> dict | None:
     """The method's students by alpha with their steps to criterion, FLOPs and areas; the fits of area on
-    steps and on FLOPs; whether steps rise and area falls with alpha. None without two such students."""
-    models = results.get("models") or {}
+    steps and on FLOPs; whether steps rise and robustness grows (the area moves away from capable: falls for
+    an accuracy, rises for a cross-entropy) with alpha. None without two such students."""
+    models, cap = results.get("models") or {}, capability_of(results)
     rows = [(a, (s.get("compute") or {}).get("steps"), (s.get("compute") or {}).get("flops"), area_of(s))
             for a, s in students_of(models, m)]
     rows = [r for r in rows if r[1] is not None and r[3] is not None]
@@ -82,7 +86,7 @@ def alpha_line(results: Mapping, m: str) -> dict | None:
             "fit_steps": linear_fit([float(s) for s in steps], areas),
             "fit_flops": linear_fit([float(f) for f in flops], areas) if have_flops else None,
             "steps_rise": _monotone([float(s) for s in steps], rising=True),
-            "area_falls": _monotone(areas, rising=False)}
+            "robustness_grows": _monotone(areas, rising=not cap.higher_is_capable)}
 
 
 def attack_steps(results: Mapping) -> list[int]:
@@ -101,41 +105,43 @@ def forget_at(model: Mapping, step: int) -> float | None:
 
 
 def points_at(results: Mapping, step: int) -> list[tuple[str, float, float]]:
-    """(name, retain accuracy, forget accuracy after `step` attack steps) for every model with both."""
-    models = results.get("models") or {}
+    """(name, retain metric, forget metric after `step` attack steps) for every model with both."""
+    models, cap = results.get("models") or {}, capability_of(results)
     out = []
     for name in ordered_models(results):
-        retain, forget = models[name].get("retain_accuracy"), forget_at(models[name], step)
+        retain, forget = models[name].get(cap.retain), forget_at(models[name], step)
         if retain is not None and forget is not None:
             out.append((name, retain, forget))
     return out
 
 
-def dominates(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
-    """a is at least as good as b on both (retain higher, forget lower) and better on one."""
-    return a[1] >= b[1] and a[2] <= b[2] and (a[1] > b[1] or a[2] < b[2])
+def dominates(a: tuple[str, float, float], b: tuple[str, float, float], cap: Capability = ACCURACY) -> bool:
+    """a is at least as good as b on both (retain more capable, forget less) and better on one."""
+    ar, af, br, bf = cap.score(a[1]), cap.score(a[2]), cap.score(b[1]), cap.score(b[2])
+    return ar >= br and af <= bf and (ar > br or af < bf)
 
 
-def frontier(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
-    """The non-dominated points, by increasing retain accuracy."""
-    front = [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+def frontier(points: list[tuple[str, float, float]], cap: Capability = ACCURACY) -> list[tuple[str, float, float]]:
+    """The non-dominated points, by increasing retain metric."""
+    front = [p for p in points if not any(dominates(q, p, cap) for q in points if q is not p)]
     return sorted(front, key=lambda p: p[1])
 
 
 def undo_verdict(results: Mapping, step: int) -> str:
     """Whether one UNDO student dominates every model that is neither a student nor gold after `step`
     attack steps; if none does, the student that comes closest and what beats it, by how much."""
-    pts = points_at(results, step)
+    pts, cap = points_at(results, step), capability_of(results)
     students = [p for p in pts if p[0].startswith("undo:")]
-    others = [p for p in pts if not p[0].startswith("undo:") and p[0] != "gold"]
+    others = [p for p in pts if p[0].startswith(("base", "unlearned:"))]  # gold and the oracle students are
+    # references (never trained on the forget domain, or trained on its absence), not rivals
     if not students or not others:
         return "no UNDO student and other model to compare"
-    winners = [s for s in students if all(dominates(s, o) for o in others)]
+    winners = [s for s in students if all(dominates(s, o, cap) for o in others)]
     if winners:
         return f"{winners[0][0]} dominates every other non-gold model ({', '.join(o[0] for o in others)})"
 
     def beaten_by(s):
-        return [o for o in others if not dominates(s, o)]
+        return [o for o in others if not dominates(s, o, cap)]
 
     best = min(students, key=lambda s: len(beaten_by(s)))
     lines = [f"{o[0]} (retain {o[1] - best[1]:+.3f}, forget {o[2] - best[2]:+.3f} against it)" for o in beaten_by(best)]

@@ -1,10 +1,16 @@
-"""The stages of the UNDO experiment on the arithmetic testbed, at full or quick budgets.
+"""The stages of the UNDO experiment in a setting (arithmetic, or language: `unlearn.language_setting`), at
+full or quick budgets.
 
 base and gold (data-filtered) pretraining -> unlearning with each method -> one teacher-logit cache
 per unlearned teacher -> UNDO students at each alpha (alpha = 1: fresh init, Unlearn-and-Distill)
 -> the relearning attack on every model. Stage output directories sit side by side in the run
 directory under the names the single-stage commands use by default (base, unlearned-maxent,
 cache-maxent, undo-maxent-alpha1, ...), so `launch/distill.py` alone finds the demo teacher in runs/.
+
+With oracle matching (the paper's first experiment) the gold model is the teacher (the oracle, which never
+learned the forget domain): its cache, then two students trained on it for the whole distillation budget,
+one initialised from base (alpha 0: the full model fine-tuned to match the oracle), one fresh (alpha 1),
+each attacked alongside the oracle.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from unlearn import language_setting
+from unlearn.capability import Capability, of_task
 from unlearn.pipeline import Stage
 
 # Budgets. Full: the settings the README's results come from. Quick: a smoke test of every stage
@@ -32,6 +40,10 @@ QUICK = {
     "relearn": ["--lrs", "1e-3,3e-3", "--steps", "10", "--eval-every", "5", "--eval-per-op", "20"],
 }
 ATTACK_EVAL = "held-out forget-operation equations"
+SETTINGS = ("arithmetic", "language")
+RETAIN_GAP = {"arithmetic": 0.03, "language": 0.05}  # the stop criterion's default gap: absolute accuracy, or
+# relative cross-entropy (the paper's "within 5% of the teacher")
+ORACLE = {"oracle:base-init": "oracle-base-init", "oracle:fresh-init": "oracle-fresh-init"}
 
 
 @dataclass
@@ -43,24 +55,55 @@ class Settings:
     retain_gap: float = 0.03
     seed: int = 0  # of every training stage (init, noise, data order); the attack keeps its own grid
     pareto: bool = False  # also each method at the other values of its PARETO_GRID, each attacked
+    setting: str = "arithmetic"
+    data: Path | None = None  # language: the corpora (language_setting.FILES) and their tokenizer
+    tokenizer: Path | None = None
+    oracle_matching: bool = False
 
     @property
     def budget(self) -> dict[str, list[str]]:
+        if self.setting == "language":
+            return language_setting.QUICK if self.quick else language_setting.FULL
         return QUICK if self.quick else FULL
+
+    @property
+    def capability(self) -> Capability:
+        from unlearn.tasks import TASKS
+
+        return of_task(TASKS["text" if self.setting == "language" else "arithmetic"])
+
+    @property
+    def attack_eval(self) -> str:
+        return language_setting.ATTACK_EVAL if self.setting == "language" else ATTACK_EVAL
+
+    def flags(self, kind: str) -> list[str]:
+        """The task flags of a stage kind: none for arithmetic (its defaults), the corpora for language."""
+        if self.setting == "language":
+            return language_setting.task_flags(kind, self.data, self.quick)
+        return []
+
+    def pretrain_flags(self, gold: bool) -> list[str]:
+        if self.setting == "language":
+            return language_setting.pretrain_flags(gold, self.data, self.tokenizer, self.quick)
+        return ["--filter-forget"] if gold else []
 
 
 def _seeded(budget: dict[str, list[str]], seed: int) -> dict[str, list[str]]:
     """The budgets with `--seed` for the training stages (seed 0 adds nothing: the default, unchanged runs)."""
     if seed == 0:
         return budget
-    return {stage: [*args, "--seed", str(seed)] if stage != "relearn" else args for stage, args in budget.items()}
+    return {stage: [*args, "--seed", str(seed)] if stage in ("pretrain", "unlearn", "precompute", "distill") else args
+            for stage, args in budget.items()}
+
+
+def student_lr(alpha: float) -> list[str]:
+    """A fresh init takes a larger LR than a (partly) trained one, as in the paper's arithmetic setting."""
+    return ["--lr", "2e-3", "--min-lr", "2e-4"] if alpha == 1.0 else ["--lr", "1e-3", "--min-lr", "1e-4"]
 
 
 def student_args(alpha: float) -> list[str]:
-    """Per alpha: beta and LR as in the paper's arithmetic setting (a fresh init takes a larger LR)."""
-    if alpha == 1.0:
-        return ["--beta", "1.0", "--lr", "2e-3", "--min-lr", "2e-4"]
-    return ["--beta", "0.1", "--lr", "1e-3", "--min-lr", "1e-4"]
+    """Per alpha: the noise scale beta and the LR."""
+    return ["--beta", "1.0" if alpha == 1.0 else "0.1", *student_lr(alpha)]
 
 
 def pareto_variants(s: Settings, m: str) -> list[tuple[str, str]]:
@@ -86,6 +129,8 @@ def model_dirs(s: Settings) -> dict[str, Path]:
             dirs[name] = s.out / "pareto" / f"unlearned-{m}-{setting.replace('=', '')}"
         for a in s.alphas:
             dirs[f"undo:{m}:alpha={a:g}"] = s.out / f"undo-{m}-alpha{a:g}"
+    if s.oracle_matching:
+        dirs.update({name: s.out / d for name, d in ORACLE.items()})
     return dirs
 
 
@@ -94,27 +139,44 @@ def relearn_file(s: Settings, name: str) -> Path:
 
 
 def build_stages(s: Settings) -> list[Stage]:
-    b, dirs = _seeded(s.budget, s.seed), model_dirs(s)
-    stages = [Stage("base", "launch/pretrain.py", dirs["base"], b["pretrain"]),
-              Stage("gold", "launch/pretrain.py", dirs["gold"], ["--filter-forget", *b["pretrain"]])]
+    b, dirs, f = _seeded(s.budget, s.seed), model_dirs(s), s.flags
+    stages = [Stage("base", "launch/pretrain.py", dirs["base"], [*s.pretrain_flags(gold=False), *b["pretrain"]]),
+              Stage("gold", "launch/pretrain.py", dirs["gold"], [*s.pretrain_flags(gold=True), *b["pretrain"]])]
     for m in s.methods:
         teacher = dirs[f"unlearned:{m}"]
         stages.append(Stage(f"unlearned:{m}", "launch/unlearn.py", teacher,
-                            ["--model", str(dirs["base"]), "--method", m, *b["unlearn"]], ["base"]))
+                            ["--model", str(dirs["base"]), "--method", m, *f("unlearn"), *b["unlearn"]], ["base"]))
         for name, setting in pareto_variants(s, m):
             stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
-                                                                         "--hp", setting, *b["unlearn"]], ["base"]))
+                                                                         "--hp", setting, *f("unlearn"),
+                                                                         *b["unlearn"]], ["base"]))
         if not s.alphas:
             continue
         cache = s.out / f"cache-{m}"
-        stages.append(Stage(f"cache:{m}", "launch/precompute.py", cache, ["--teacher", str(teacher), *b["precompute"]],
-                            [f"unlearned:{m}"]))
+        stages.append(Stage(f"cache:{m}", "launch/precompute.py", cache,
+                            ["--teacher", str(teacher), *f("precompute"), *b["precompute"]], [f"unlearned:{m}"]))
         for a in s.alphas:
             stages.append(Stage(f"undo:{m}:alpha={a:g}", "launch/distill.py", dirs[f"undo:{m}:alpha={a:g}"],
                                 ["--teacher", str(teacher), "--cache", str(cache), "--alpha", f"{a:g}",
-                                 "--retain-gap", f"{s.retain_gap:g}", *student_args(a), *b["distill"]],
-                                [f"unlearned:{m}", f"cache:{m}"]))
+                                 "--retain-gap", f"{s.retain_gap:g}", *student_args(a), *f("distill"),
+                                 *b["distill"]], [f"unlearned:{m}", f"cache:{m}"]))
+    if s.oracle_matching:
+        stages += _oracle_stages(s, b, dirs)
     for name, d in dirs.items():
         stages.append(Stage(f"relearn:{name}", "launch/relearn.py", relearn_file(s, name),
-                            ["--model", str(d), *b["relearn"]], [name]))
+                            ["--model", str(d), *f("relearn"), *b["relearn"]], [name]))
     return stages
+
+
+def _oracle_stages(s: Settings, b: dict[str, list[str]], dirs: dict[str, Path]) -> list[Stage]:
+    """Gold's cache, and two students matching it for the whole budget (--retain-gap -1: no early stop, so
+    their loss curves run side by side): one initialised from base, one fresh."""
+    cache, f = s.out / "cache-gold", s.flags
+    common = ["--teacher", str(dirs["gold"]), "--cache", str(cache), "--retain-gap", "-1", *f("distill"),
+              *b["distill"]]
+    return [Stage("cache:gold", "launch/precompute.py", cache,
+                  ["--teacher", str(dirs["gold"]), *f("precompute"), *b["precompute"]], ["gold"]),
+            Stage("oracle:base-init", "launch/distill.py", dirs["oracle:base-init"],
+                  ["--student", str(dirs["base"]), *student_lr(0.0), *common], ["gold", "base", "cache:gold"]),
+            Stage("oracle:fresh-init", "launch/distill.py", dirs["oracle:fresh-init"],
+                  ["--alpha", "1", *student_args(1.0), *common], ["gold", "cache:gold"])]

@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # the pipeline runs headless: no display backend may exist
 import matplotlib.pyplot as plt
 
+from unlearn.capability import Capability, capability_of
+
 DPI = 150
 STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -26,9 +28,8 @@ AREA_COLOUR = "tab:purple"
 
 
 def method_of(name: str) -> str | None:
-    """'maxent' for 'unlearned:maxent' and 'undo:maxent:alpha=1'; None for base and gold."""
-    parts = name.split(":")
-    return parts[1] if len(parts) > 1 else None
+    """'maxent' for 'unlearned:maxent' and 'undo:maxent:alpha=1'; None for base, gold and the oracle students."""
+    return name.split(":")[1] if name.startswith(("unlearned:", "undo:")) else None
 
 
 def alpha_of(name: str) -> float | None:
@@ -58,14 +59,15 @@ def ordered_models(results: Mapping) -> list[str]:
 
 
 def relearn_curve(model: Mapping) -> tuple[list, list]:
-    """(steps, strongest attacker's forget accuracy), or two empty lists when the model has no usable curve."""
+    """(steps, strongest attacker's forget metric), or two empty lists when the model has no usable curve. The
+    curve is under the key the attack names in "metric" (forget_accuracy, forget_ce)."""
     relearn = model.get("relearn") or {}
-    steps, acc = relearn.get("steps") or [], relearn.get("forget_accuracy") or []
+    steps, acc = relearn.get("steps") or [], relearn.get(relearn.get("metric", "forget_accuracy")) or []
     return (list(steps), list(acc)) if steps and len(steps) == len(acc) else ([], [])
 
 
 def final_relearned(model: Mapping) -> float | None:
-    """Forget accuracy after the whole attack (its last eval step)."""
+    """The forget metric after the whole attack (its last eval step)."""
     acc = relearn_curve(model)[1]
     return acc[-1] if acc else None
 
@@ -90,9 +92,24 @@ def marker(name: str, ms: list[str]) -> str:
     return MARKERS[ms.index(m) % len(MARKERS)] if m in ms else "o"
 
 
+def bounds(cap: Capability) -> dict:
+    """y limits for values of the capability: [0, 1] with a margin for an accuracy, free for a cross-entropy."""
+    return {"ylim": (-0.02, 1.02)} if cap.bounded else {}
+
+
+def metric_axis(cap: Capability, what: str) -> dict:
+    """Label and limits of a y axis showing `what` ("forget", "retain") of the capability."""
+    return {"ylabel": f"{what} {cap.label}", **bounds(cap)}
+
+
+def area_axis(cap: Capability) -> dict:
+    direction = "lower" if cap.higher_is_capable else "higher"
+    return {"ylabel": f"relearning area ({direction} = more robust)", **bounds(cap)}
+
+
 def plot_relearning(results: Mapping, path: Path) -> Path:
-    """Forget accuracy against relearning steps, one line per model."""
-    models, ms = results.get("models") or {}, methods(results)
+    """The forget metric against relearning steps, one line per model."""
+    models, ms, cap = results.get("models") or {}, methods(results), capability_of(results)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         for name in ordered_models(results):
@@ -100,8 +117,8 @@ def plot_relearning(results: Mapping, path: Path) -> Path:
             if steps:
                 ax.plot(steps, acc, label=name, color=colour(name), marker=marker(name, ms), markersize=4,
                         linestyle="--" if name == "gold" else "-")
-        ax.set(xlabel="relearning steps", ylabel="forget accuracy (strongest attacker)", ylim=(-0.02, 1.02),
-               title="Relearning attack on the forget domain")
+        ax.set(xlabel="relearning steps", title="Relearning attack on the forget domain (strongest attacker)",
+               **metric_axis(cap, "forget"))
         _legend_outside(ax)
         return _save(fig, path)
 
@@ -113,7 +130,7 @@ def plot_alpha_tradeoff(results: Mapping, path: Path) -> Path:
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, max(len(ms), 1), figsize=(5.4 * max(len(ms), 1), 3.8), squeeze=False)
         for ax, m in zip(axes[0], ms):
-            _tradeoff_panel(ax, models, m)
+            _tradeoff_panel(ax, models, m, capability_of(results))
         if not ms:
             _no_data(axes[0][0])
         fig.tight_layout()
@@ -126,7 +143,7 @@ def students_of(models: Mapping, method: str) -> list[tuple[float, Mapping]]:
     return sorted(found, key=lambda pair: pair[0])
 
 
-def _tradeoff_panel(ax, models: Mapping, method: str) -> None:
+def _tradeoff_panel(ax, models: Mapping, method: str, cap: Capability) -> None:
     students = students_of(models, method)
     areas = [(a, area_of(s)) for a, s in students if area_of(s) is not None]
     steps = [(a, s["compute"]["steps"]) for a, s in students if (s.get("compute") or {}).get("steps") is not None]
@@ -137,8 +154,8 @@ def _tradeoff_panel(ax, models: Mapping, method: str) -> None:
         if area is not None:
             ax.axhline(area, linestyle="--", linewidth=1, color=ref_colour, label=f"{ref} area")
     ax.set_xticks([a for a, _ in students])
-    ax.set(xlabel="alpha (1 = fresh initialisation)", ylabel="relearning area (lower = more robust)",
-           ylim=(-0.02, 1.02), title=f"{method}: robustness vs distillation compute")
+    ax.set(xlabel="alpha (1 = fresh initialisation)", title=f"{method}: robustness vs distillation compute",
+           **area_axis(cap))
     twin = ax.twinx()
     if steps:
         twin.plot(*zip(*steps), marker="s", linestyle=":", color=COMPUTE_COLOUR, label="distillation steps")

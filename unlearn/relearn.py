@@ -47,7 +47,8 @@ def strongest_attacker(by_lr: Mapping[float, Sequence[float]],
 
 
 def relearning_area(steps: Sequence[int], accuracy: Sequence[float]) -> float:
-    """Area under the accuracy curve (trapezoid rule) divided by the step budget, in [0, 1].
+    """Area under the curve of the forget metric (trapezoid rule) divided by the step budget: the curve's mean
+    height, in [0, 1] for an accuracy, in nats per token for a cross-entropy.
 
     `steps` must start at 0 (the model's own accuracy) and increase; the budget is the last step.
     """
@@ -60,7 +61,12 @@ def relearning_area(steps: Sequence[int], accuracy: Sequence[float]) -> float:
     return area / steps[-1]
 
 
-def gap_closed(area_unlearned: float, area_model: float, area_gold: float) -> float | None:
-    """Share of the unlearned-to-gold gap in relearning area that a model closes (None if no gap)."""
+def gap_closed(area_unlearned: float, area_model: float, area_gold: float,
+               higher_is_capable: bool = True) -> float | None:
+    """Share of the unlearned-to-gold gap in relearning area that a model closes: the same ratio whichever way
+    the metric points. None when there is no gap: gold relearns as much as the unlearned model or more
+    (a higher accuracy area, or with higher_is_capable False a lower cross-entropy area)."""
     gap = area_unlearned - area_gold
-    return None if gap <= 0 else (area_unlearned - area_model) / gap
+    if (gap <= 0) if higher_is_capable else (gap >= 0):
+        return None
+    return (area_unlearned - area_model) / gap

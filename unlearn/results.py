@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from distill import metrics, rundir
-from unlearn.experiment import ATTACK_EVAL, Settings, model_dirs, relearn_file
+from unlearn.experiment import Settings, model_dirs, relearn_file
 
 
 def _compute(run: Path, summary: dict) -> dict:
@@ -22,10 +22,12 @@ def _compute(run: Path, summary: dict) -> dict:
 
 
 def _relearn(path: Path) -> dict | None:
+    """The attack's strongest-attacker curve under its metric's key ("metric" names it) and its area."""
     if not path.is_file():
         return None
     r = json.loads(path.read_text())
-    return {"steps": r["steps"], "forget_accuracy": r["forget_accuracy"], "best_lr": r["best_lr"],
+    key = r.get("metric", "forget_accuracy")  # attacks recorded before the text task had accuracy only
+    return {"steps": r["steps"], "metric": key, key: r[key], "best_lr": r["best_lr"],
             "area": r["area"], "lrs": r["plan"]["lrs"], "seeds": r["plan"]["seeds"]}
 
 
@@ -34,13 +36,20 @@ def model_entry(s: Settings, name: str, run: Path) -> dict | None:
     if not summary_path.is_file():
         return None
     summary = json.loads(summary_path.read_text())
-    ev = summary["evaluation"]
-    entry = {"retain_accuracy": ev["retain_accuracy"], "forget_accuracy": ev["forget_accuracy"],
-             "equation_accuracy": ev["equation_accuracy"], "dir": str(run), "compute": _compute(run, summary)}
+    ev, cap = summary["evaluation"], s.capability
+    entry = {cap.retain: ev[cap.retain], cap.forget: ev[cap.forget], "dir": str(run),
+             "compute": _compute(run, summary)}
+    if "equation_accuracy" in ev:  # arithmetic: per operation, what the recipes are checked on
+        entry["equation_accuracy"] = ev["equation_accuracy"]
     if name.startswith(("unlearned:", "undo:")):
         entry["method"] = name.split(":")[1]
     if name.startswith("undo:"):
         entry.update(alpha=summary["alpha"], beta=summary["beta"], teacher=f"unlearned:{entry['method']}")
+    if name.startswith("oracle:"):
+        # by step, the last record winning: a resumed run logs the steps after its checkpoint again
+        loss = {r["step"]: r["loss/kd"] for r in metrics.read_metrics(run / rundir.METRICS) if "loss/kd" in r}
+        entry.update(teacher="gold", distill_loss={"steps": sorted(loss), "loss": [loss[k] for k in sorted(loss)]})
+        entry["compute"]["stopped_by_criterion"] = None  # trained for the whole budget by design: no criterion
     relearn = _relearn(relearn_file(s, name))
     if relearn is not None:
         entry["relearn"] = relearn
@@ -66,6 +75,7 @@ def collect(s: Settings, command: str, seconds: dict, wall_seconds: float | None
         entry = model_entry(s, name, run)
         if entry is not None:
             models[name] = entry
-    return {"setting": {"quick": s.quick, "command": command, "methods": s.methods, "alphas": s.alphas,
-                        "retain_gap": s.retain_gap, "attack": {**_attack_plan(s), "eval": ATTACK_EVAL}},
+    return {"setting": {"name": s.setting, "capability": s.capability.to_json(), "quick": s.quick,
+                        "command": command, "methods": s.methods, "alphas": s.alphas, "retain_gap": s.retain_gap,
+                        "oracle_matching": s.oracle_matching, "attack": {**_attack_plan(s), "eval": s.attack_eval}},
             "wall_seconds": wall_seconds, "jobs": jobs, "stage_seconds": seconds, "models": models}

@@ -36,9 +36,9 @@ def test_alpha_line_fits_area_on_steps_and_reads_both_trends():
     assert line["alphas"] == [0.2, 0.4, 0.6, 0.8, 1.0]
     assert line["fit_steps"] == pytest.approx((-0.001, 0.6, 1.0))
     assert line["fit_flops"] == pytest.approx((-0.0001, 0.6, 1.0))
-    assert line["steps_rise"] and line["area_falls"]
+    assert line["steps_rise"] and line["robustness_grows"]
     areas[0.6] = 0.45  # area rises between 0.4 and 0.6: not falling throughout
-    assert not cmp.alpha_line(results_with_alphas(steps, areas), "maxent")["area_falls"]
+    assert not cmp.alpha_line(results_with_alphas(steps, areas), "maxent")["robustness_grows"]
 
 
 def test_frontier_keeps_only_non_dominated_points():

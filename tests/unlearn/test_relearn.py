@@ -43,6 +43,14 @@ def test_gap_closed():
     assert gap_closed(0.1, 0.05, 0.2) is None  # gold relearns more than unlearned: no gap to close
 
 
+def test_gap_closed_on_cross_entropy_is_the_same_ratio_and_refuses_the_other_direction():
+    # cross-entropy areas: the unlearned model relearns to a low CE (2.0), gold stays high (6.0)
+    assert gap_closed(2.0, 4.5, 6.0, higher_is_capable=False) == pytest.approx(2.5 / 4.0)
+    assert gap_closed(-2.0, -4.5, -6.0) == pytest.approx(gap_closed(2.0, 4.5, 6.0, higher_is_capable=False))
+    assert gap_closed(6.0, 5.0, 2.0, higher_is_capable=False) is None  # gold relearns to a lower CE: no gap
+    assert gap_closed(3.0, 4.0, 3.0, higher_is_capable=False) is None
+
+
 def test_curves_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="different lengths"):
         mean_over_seeds([{"lr": 1e-3, "seed": 0, "forget_accuracy": [0, 1]},

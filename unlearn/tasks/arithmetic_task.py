@@ -34,6 +34,7 @@ class ArithmeticTask(Task):
     retain_metric = "retain_accuracy"
     forget_metric = "forget_accuracy"
     higher_is_capable = True
+    metric_label = "accuracy"
     gap_help = "an absolute gap in retain accuracy"
 
     @classmethod

@@ -30,6 +30,7 @@ class Task(abc.ABC):
     retain_metric: ClassVar[str]
     forget_metric: ClassVar[str]
     higher_is_capable: ClassVar[bool]
+    metric_label: ClassVar[str]  # what the two metrics are, for reports: "accuracy", "cross-entropy (nats/token)"
     gap_help: ClassVar[str]  # what --retain-gap means for this task's retain metric
 
     def __init__(self, args: argparse.Namespace, stage: str):

@@ -61,6 +61,7 @@ class TextTask(Task):
     retain_metric = "retain_ce"
     forget_metric = "forget_ce"
     higher_is_capable = False
+    metric_label = "cross-entropy (nats/token)"
     gap_help = "a relative gap in retain cross-entropy (0.05: within 5%% of the teacher's)"
 
     @classmethod

@@ -1,0 +1,109 @@
+"""The language setting of `launch/undo.py --setting language`: English kept, Korean forgotten.
+
+The paper's second synthetic setting at a scale a 2-core machine can run: a small Gemma-2 (the
+`gemma2-tiny` preset) with a byte-level BPE of VOCAB ids trained on the training text, pretrained on the
+English + Korean mix (base) and on English alone (gold, the data-filtering standard); the capability is
+per-token cross-entropy on held-out pages (Korean: forget, English: retain; lower = more capable).
+Every stage is the `--task text` command a user would run; this module only says which files and budgets.
+
+The data directory holds the files `unlearn.language_data` writes (FILES): by default OUT/data, fetched
+and cleaned when missing; `--language-data DIR` points at another (the tests write a tiny one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from distill.errors import UserError
+
+FILES = ("english-train", "english-eval", "korean-train", "korean-eval", "korean-attack", "mix-train")
+VOCAB = 4096  # subword ids: Gemma's 262k would make every step of a small model mostly output matrix
+MODEL = "gemma2-tiny"
+ATTACK_EVAL = "held-out Korean pages (cross-entropy)"
+
+# Budgets. Full: the settings the README's language results come from. Quick: a smoke test of each stage.
+FULL = {
+    "seq_len": ["--seq-len", "128"],
+    "common": ["--seq-len", "128", "--eval-docs", "256", "--eval-batch", "16"],
+    "pretrain": ["--steps", "1000", "--eval-every", "0", "--save-every", "250"],
+    "unlearn": ["--steps", "40", "--eval-every", "0"],
+    "precompute": [],
+    "distill": ["--steps", "800", "--eval-every", "50", "--save-every", "100"],
+    "relearn": ["--lrs", "1e-4,3e-4,1e-3", "--steps", "60", "--eval-every", "15"],
+}
+QUICK = {
+    "seq_len": ["--seq-len", "32"],
+    "common": ["--seq-len", "32", "--eval-docs", "8", "--eval-batch", "4"],
+    "pretrain": ["--steps", "20", "--global-batch", "8", "--micro-batch", "4", "--eval-every", "0",
+                 "--save-every", "10"],
+    "unlearn": ["--steps", "3", "--global-batch", "8", "--micro-batch", "4", "--eval-every", "0"],
+    "precompute": ["--records-per-shard", "16"],  # shards for both ranks
+    "distill": ["--steps", "6", "--global-batch", "8", "--micro-batch", "4", "--eval-every", "3",
+                "--save-every", "3"],
+    "relearn": ["--lrs", "1e-3", "--steps", "4", "--eval-every", "2", "--global-batch", "8",
+                "--micro-batch", "4"],
+}
+
+
+def data_files(data: Path) -> dict[str, Path]:
+    """{name: path} of the setting's corpora in `data`; a missing or empty file stops the run, named."""
+    files = {name: Path(data) / f"{name}.jsonl" for name in FILES}
+    for path in files.values():
+        if not path.is_file() or path.stat().st_size == 0:
+            raise UserError(f"--language-data {data}: {path.name} is missing or empty; expected the files "
+                            f"{', '.join(f + '.jsonl' for f in FILES)} (python -m unlearn.language_data --out DIR)")
+    return files
+
+
+def prepare(out: Path, data: Path | None, vocab: int = VOCAB) -> tuple[Path, Path]:
+    """(data directory, tokenizer directory): the corpora fetched into OUT/data when `data` is None, and the
+    tokenizer trained on mix-train into OUT/tokenizer. Both are reused when finished; a tokenizer trained on
+    other text or at another size is refused rather than silently replaced."""
+    if data is None:
+        from unlearn.language_data import prepare as fetch_corpora
+
+        data = Path(out) / "data"
+        print(f"[undo] language corpora -> {data} (fetched and cleaned once)", flush=True)
+        fetch_corpora(data)
+    files = data_files(Path(data))
+    mix = files["mix-train"]
+    stamp = {"trained_on": str(mix.resolve()), "sha256": hashlib.sha256(mix.read_bytes()).hexdigest(), "vocab": vocab}
+    tok = Path(out) / "tokenizer"
+    record = tok / "undo_tokenizer.json"
+    if record.is_file():
+        if json.loads(record.read_text()) != stamp:
+            raise UserError(f"{tok} was trained on other text or at another size than {mix} at {vocab} ids; "
+                            "delete it (and the models trained with it) to start over")
+        return Path(data), tok
+    from unlearn.subword import train_tokenizer
+
+    texts = [json.loads(line)["text"] for line in mix.read_text(encoding="utf-8").splitlines() if line.strip()]
+    print(f"[undo] training a {vocab}-id BPE on {mix.name} ({len(texts)} documents) -> {tok}", flush=True)
+    train_tokenizer(texts, tok, vocab)
+    record.write_text(json.dumps(stamp, indent=1) + "\n")  # last: a half-written tokenizer is trained again
+    return Path(data), tok
+
+
+def task_flags(kind: str, data: Path, quick: bool) -> list[str]:
+    """The --task text flags of a stage kind (pretrain flags come from `pretrain_flags`)."""
+    f = {name: str(p) for name, p in data_files(data).items()}
+    budget = QUICK if quick else FULL
+    common = ["--task", "text", *budget["common"]]
+    evals = ["--forget-eval", f["korean-eval"], "--retain-eval", f["english-eval"]]
+    return {
+        "unlearn": [*common, "--forget-data", f["korean-train"], "--retain-data", f["english-train"], *evals],
+        "precompute": ["--task", "text", *budget["seq_len"], "--data", f["mix-train"]],
+        "distill": [*common, "--data", f["mix-train"], *evals],
+        "relearn": [*common, "--forget-data", f["korean-attack"], "--forget-eval", f["korean-eval"]],
+    }[kind]
+
+
+def pretrain_flags(gold: bool, data: Path, tokenizer: Path, quick: bool) -> list[str]:
+    """Base pretrains on the English + Korean mix, gold on English only: data filtering."""
+    f = data_files(data)
+    corpus = f["english-train"] if gold else f["mix-train"]
+    return ["--model", MODEL, "--tokenizer", str(tokenizer), "--task", "text",
+            *(QUICK if quick else FULL)["common"], "--data", str(corpus),
+            "--forget-eval", str(f["korean-eval"]), "--retain-eval", str(f["english-eval"])]
