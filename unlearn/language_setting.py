@@ -27,11 +27,11 @@ ATTACK_EVAL = "held-out Korean pages (cross-entropy)"
 FULL = {
     "seq_len": ["--seq-len", "128"],
     "common": ["--seq-len", "128", "--eval-docs", "256", "--eval-batch", "16"],
-    "pretrain": ["--steps", "1000", "--eval-every", "0", "--save-every", "250"],
+    "pretrain": ["--steps", "600", "--eval-every", "0", "--save-every", "200"],
     "unlearn": ["--steps", "40", "--eval-every", "0"],
     "precompute": [],
-    "distill": ["--steps", "800", "--eval-every", "50", "--save-every", "100"],
-    "relearn": ["--lrs", "1e-4,3e-4,1e-3", "--steps", "60", "--eval-every", "15"],
+    "distill": ["--steps", "300", "--eval-every", "25", "--save-every", "100"],
+    "relearn": ["--lrs", "1e-4,3e-4,1e-3", "--steps", "40", "--eval-every", "10"],
 }
 QUICK = {
     "seq_len": ["--seq-len", "32"],
