@@ -1,4 +1,4 @@
-"""The experiment's stages: the --pareto variants of each method."""
+"""The experiment's stages: the --pareto variants of each method, oracle matching, the language setting."""
 
 import dataclasses
 from pathlib import Path
@@ -33,3 +33,43 @@ def test_pareto_adds_each_other_grid_value_as_an_unlearned_model_and_its_attack(
     assert all(stages[n].args == s.args for n, s in plain_stages.items())  # the main models are unchanged
     quick = dataclasses.replace(sweep, quick=True)
     assert sum(n.startswith("unlearned:maxent:") for n in model_dirs(quick)) == 1
+
+
+def test_oracle_matching_distils_gold_into_base_and_into_a_fresh_init_for_the_whole_budget():
+    stages = {s.name: s for s in build_stages(Settings(Path("o"), ["maxent"], [], oracle_matching=True))}
+    assert stages["cache:gold"].args[:2] == ["--teacher", "o/gold"] and stages["cache:gold"].upstream == ["gold"]
+    from_base, fresh = stages["oracle:base-init"], stages["oracle:fresh-init"]
+    assert from_base.args[:2] == ["--student", "o/base"] and "--alpha" not in from_base.args
+    assert fresh.args[:2] == ["--alpha", "1"] and "--student" not in fresh.args
+    for s in (from_base, fresh):
+        i = s.args.index("--teacher")
+        assert s.args[i:i + 4] == ["--teacher", "o/gold", "--cache", "o/cache-gold"]
+        assert s.args[s.args.index("--retain-gap") + 1] == "-1"  # no early stop: the loss curves run side by side
+        assert f"relearn:{s.name}" in stages
+    assert "base" in from_base.upstream and "cache:gold" in fresh.upstream
+    assert not any(n.startswith(("oracle:", "cache:gold")) for n in
+                   (s.name for s in build_stages(Settings(Path("o"), ["maxent"], []))))
+
+
+def test_language_stages_are_text_task_commands_on_the_settings_files(tmp_path):
+    from unlearn.language_setting import FILES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in FILES:
+        (data / f"{name}.jsonl").write_text('{"text": "x"}\n')
+    s = Settings(tmp_path / "o", ["maxent"], [1.0], setting="language", data=data, tokenizer=tmp_path / "tok")
+    stages = {st.name: st for st in build_stages(s)}
+
+    def arg(stage, flag):
+        args = stages[stage].args
+        return args[args.index(flag) + 1]
+
+    assert arg("base", "--data").endswith("mix-train.jsonl") and arg("gold", "--data").endswith("english-train.jsonl")
+    assert arg("base", "--tokenizer") == str(tmp_path / "tok") and arg("base", "--model") == "gemma2-tiny"
+    assert arg("unlearned:maxent", "--forget-data").endswith("korean-train.jsonl")
+    assert arg("cache:maxent", "--data").endswith("mix-train.jsonl")
+    assert arg("undo:maxent:alpha=1", "--retain-eval").endswith("english-eval.jsonl")
+    assert arg("relearn:gold", "--forget-data").endswith("korean-attack.jsonl")
+    assert all(arg(name, "--task") == "text" for name in stages)
+    assert s.capability.forget == "forget_ce" and not s.capability.higher_is_capable
