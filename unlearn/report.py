@@ -2,16 +2,19 @@
 
 The input is the results dict that launch/undo.py assembles:
 
-    {"setting": {"quick", "command", "methods", "alphas", "attack": {"lrs", "seeds", "steps", "eval_every", "eval"}},
-     "models": {"base" | "gold" | "unlearned:<m>" | "undo:<m>:alpha=<a>": {
-         "retain_accuracy", "forget_accuracy", "compute": {"stage", "steps", "tokens", ...},
-         "relearn": {"steps", "forget_accuracy", "best_lr", "area"},
+    {"setting": {"name", "capability", "quick", "command", "methods", "alphas", "oracle_matching",
+                 "attack": {"lrs", "seeds", "steps", "eval_every", "eval"}},
+     "models": {"base" | "gold" | "unlearned:<m>" | "undo:<m>:alpha=<a>" | "oracle:<init>": {
+         <retain key>, <forget key>, "compute": {"stage", "steps", "tokens", ...},
+         "relearn": {"steps", "metric", <forget key>: curve, "best_lr", "area"},
          "method", "alpha", "beta", "teacher"  (the last four: unlearned models and students only)}}}
 
-A partial run may lack any key or model: the table shows "-" and the checks n/a rather than failing.
-A higher relearning area means the attack recovers more of the forget domain, i.e. a less robust model.
+The capability (`unlearn.capability`) names the keys (retain_accuracy / forget_accuracy, or retain_ce /
+forget_ce) and which way is capable; a results dict without one is an accuracy run. A partial run may lack
+any key or model: the table shows "-" and the checks n/a rather than failing. A relearning area further
+toward capable (higher accuracy, lower cross-entropy) means the attack recovers more of the forget domain,
+i.e. a less robust model.
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
