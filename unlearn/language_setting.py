@@ -24,9 +24,11 @@ MODEL = "gemma2-tiny"
 ATTACK_EVAL = "held-out Korean pages (cross-entropy)"
 
 # Budgets. Full: the settings the README's language results come from. Quick: a smoke test of each stage.
+# "common" goes to every stage that evaluates; the cache stage takes the row length alone.
+FULL_SEQ, QUICK_SEQ = ["--seq-len", "128"], ["--seq-len", "32"]
 FULL = {
-    "seq_len": ["--seq-len", "128"],
-    "common": ["--seq-len", "128", "--eval-docs", "256", "--eval-batch", "16"],
+    "seq_len": FULL_SEQ,
+    "common": [*FULL_SEQ, "--eval-docs", "256", "--eval-batch", "16"],
     "pretrain": ["--steps", "600", "--eval-every", "0", "--save-every", "200"],
     "unlearn": ["--steps", "40", "--eval-every", "0"],
     "precompute": [],
@@ -34,8 +36,8 @@ FULL = {
     "relearn": ["--lrs", "1e-4,3e-4,1e-3", "--steps", "40", "--eval-every", "10"],
 }
 QUICK = {
-    "seq_len": ["--seq-len", "32"],
-    "common": ["--seq-len", "32", "--eval-docs", "8", "--eval-batch", "4"],
+    "seq_len": QUICK_SEQ,
+    "common": [*QUICK_SEQ, "--eval-docs", "8", "--eval-batch", "4"],
     "pretrain": ["--steps", "20", "--global-batch", "8", "--micro-batch", "4", "--eval-every", "0",
                  "--save-every", "10"],
     "unlearn": ["--steps", "3", "--global-batch", "8", "--micro-batch", "4", "--eval-every", "0"],
@@ -90,8 +92,7 @@ def task_flags(kind: str, data: Path, quick: bool) -> list[str]:
     """The --task text flags of a stage kind (pretrain flags come from `pretrain_flags`)."""
     f = {name: str(p) for name, p in data_files(data).items()}
     budget = QUICK if quick else FULL
-    common = ["--task", "text", *budget["common"]]
-    evals = ["--forget-eval", f["korean-eval"], "--retain-eval", f["english-eval"]]
+    common, evals = ["--task", "text", *budget["common"]], _held_out(f)
     return {
         "unlearn": [*common, "--forget-data", f["korean-train"], "--retain-data", f["english-train"], *evals],
         "precompute": ["--task", "text", *budget["seq_len"], "--data", f["mix-train"]],
@@ -102,8 +103,11 @@ def task_flags(kind: str, data: Path, quick: bool) -> list[str]:
 
 def pretrain_flags(gold: bool, data: Path, tokenizer: Path, quick: bool) -> list[str]:
     """Base pretrains on the English + Korean mix, gold on English only: data filtering."""
-    f = data_files(data)
-    corpus = f["english-train"] if gold else f["mix-train"]
-    return ["--model", MODEL, "--tokenizer", str(tokenizer), "--task", "text",
-            *(QUICK if quick else FULL)["common"], "--data", str(corpus),
-            "--forget-eval", str(f["korean-eval"]), "--retain-eval", str(f["english-eval"])]
+    f = {name: str(p) for name, p in data_files(data).items()}
+    return ["--model", MODEL, "--tokenizer", str(tokenizer), "--task", "text", *(QUICK if quick else FULL)["common"],
+            "--data", f["english-train"] if gold else f["mix-train"], *_held_out(f)]
+
+
+def _held_out(f: dict[str, str]) -> list[str]:
+    """The evaluation pages every evaluating stage scores: Korean (forget) and English (retain)."""
+    return ["--forget-eval", f["korean-eval"], "--retain-eval", f["english-eval"]]

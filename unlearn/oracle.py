@@ -38,7 +38,9 @@ def distance_ratio(models: Mapping) -> float | None:
     if None in (base, fresh, gold):
         return None
     far = abs(fresh - gold)
-    return float("inf") if far == 0 and base != gold else (abs(base - gold) / far if far else None)
+    if far == 0:  # the fresh student relearns exactly as gold: any distance of base-init's is infinitely farther
+        return None if base == gold else float("inf")
+    return abs(base - gold) / far
 
 
 def checks(results: Mapping) -> list[dict]:
