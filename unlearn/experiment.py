@@ -2,10 +2,11 @@
 full or quick budgets.
 
 base and gold (data-filtered) pretraining -> unlearning with each method -> one teacher-logit cache
-per unlearned teacher -> UNDO students at each alpha (alpha = 1: fresh init, Unlearn-and-Distill)
--> the relearning attack on every model. Stage output directories sit side by side in the run
-directory under the names the single-stage commands use by default (base, unlearned-maxent,
-cache-maxent, undo-maxent-alpha1, ...), so `launch/distill.py` alone finds the demo teacher in runs/.
+per unlearned teacher (the language setting reads its small teacher online instead) -> UNDO students at
+each alpha (alpha = 1: fresh init, Unlearn-and-Distill) -> the relearning attack on every model. Stage
+output directories sit side by side in the run directory under the names the single-stage commands use
+by default (base, unlearned-maxent, cache-maxent, undo-maxent-alpha1, ...), so `launch/distill.py` alone
+finds the demo teacher in runs/.
 
 With oracle matching (the paper's first experiment) the gold model is the teacher (the oracle, which never
 learned the forget domain): its cache, then two students trained on it for the whole distillation budget,
@@ -82,6 +83,11 @@ class Settings:
             return language_setting.task_flags(kind, self.data, self.quick)
         return []
 
+    @property
+    def online(self) -> bool:
+        """Students read their teacher's outputs online rather than from a cache (language_setting.ONLINE)."""
+        return self.setting == "language" and language_setting.ONLINE
+
     def pretrain_flags(self, gold: bool) -> list[str]:
         if self.setting == "language":
             return language_setting.pretrain_flags(gold, self.data, self.tokenizer, self.quick)
@@ -152,14 +158,11 @@ def build_stages(s: Settings) -> list[Stage]:
                                                                          *b["unlearn"]], ["base"]))
         if not s.alphas:
             continue
-        cache = s.out / f"cache-{m}"
-        stages.append(Stage(f"cache:{m}", "launch/precompute.py", cache,
-                            ["--teacher", str(teacher), *f("precompute"), *b["precompute"]], [f"unlearned:{m}"]))
+        targets, needs = _targets(s, b, m, teacher, f"unlearned:{m}", stages)
         for a in s.alphas:
             stages.append(Stage(f"undo:{m}:alpha={a:g}", "launch/distill.py", dirs[f"undo:{m}:alpha={a:g}"],
-                                ["--teacher", str(teacher), "--cache", str(cache), "--alpha", f"{a:g}",
-                                 "--retain-gap", f"{s.retain_gap:g}", *student_args(a), *f("distill"),
-                                 *b["distill"]], [f"unlearned:{m}", f"cache:{m}"]))
+                                [*targets, "--alpha", f"{a:g}", "--retain-gap", f"{s.retain_gap:g}",
+                                 *student_args(a), *f("distill"), *b["distill"]], needs))
     if s.oracle_matching:
         stages += _oracle_stages(s, b, dirs)
     for name, d in dirs.items():
@@ -168,15 +171,26 @@ def build_stages(s: Settings) -> list[Stage]:
     return stages
 
 
+def _targets(s: Settings, b: dict[str, list[str]], name: str, teacher: Path, teacher_stage: str,
+             stages: list[Stage]) -> tuple[list[str], list[str]]:
+    """(distill's teacher flags, the stages a student waits for): the teacher's cache, whose stage is
+    appended to `stages`, or the teacher itself read online."""
+    if s.online:
+        return ["--teacher", str(teacher), "--online"], [teacher_stage]
+    cache = s.out / f"cache-{name}"
+    stages.append(Stage(f"cache:{name}", "launch/precompute.py", cache,
+                        ["--teacher", str(teacher), *s.flags("precompute"), *b["precompute"]], [teacher_stage]))
+    return ["--teacher", str(teacher), "--cache", str(cache)], [teacher_stage, f"cache:{name}"]
+
+
 def _oracle_stages(s: Settings, b: dict[str, list[str]], dirs: dict[str, Path]) -> list[Stage]:
-    """Gold's cache, and two students matching it for the whole budget (--retain-gap -1: no early stop, so
-    their loss curves run side by side): one initialised from base, one fresh."""
-    cache, f = s.out / "cache-gold", s.flags
-    common = ["--teacher", str(dirs["gold"]), "--cache", str(cache), "--retain-gap", "-1", *f("distill"),
-              *b["distill"]]
-    return [Stage("cache:gold", "launch/precompute.py", cache,
-                  ["--teacher", str(dirs["gold"]), *f("precompute"), *b["precompute"]], ["gold"]),
+    """Gold's targets, and two students matching them for the whole budget (--retain-gap -1: no early stop,
+    so their loss curves run side by side): one initialised from base, one fresh."""
+    stages: list[Stage] = []
+    targets, needs = _targets(s, b, "gold", dirs["gold"], "gold", stages)
+    common = [*targets, "--retain-gap", "-1", *s.flags("distill"), *b["distill"]]
+    return [*stages,
             Stage("oracle:base-init", "launch/distill.py", dirs["oracle:base-init"],
-                  ["--student", str(dirs["base"]), *student_lr(0.0), *common], ["gold", "base", "cache:gold"]),
+                  ["--student", str(dirs["base"]), *student_lr(0.0), *common], ["base", *needs]),
             Stage("oracle:fresh-init", "launch/distill.py", dirs["oracle:fresh-init"],
-                  ["--alpha", "1", *student_args(1.0), *common], ["gold", "cache:gold"])]
+                  ["--alpha", "1", *student_args(1.0), *common], needs)]

@@ -49,6 +49,8 @@ class PrecomputeStats:
     dummy_forwards: int = 0
     forward_s: float = 0.0  # wall time inside the teacher's forward passes
     total_s: float = 0.0
+    kept_mass: float = 0.0  # topk: the sum over positions of the probability the k ids hold
+    positions: int = 0
 
 
 def assigned_shards(num_shards: int, rank: int, world_size: int) -> list[int]:
@@ -122,6 +124,9 @@ def compute_shards(writer: CacheWriter, dataset, forward: Forward, rank: int = 0
             for records in micro_batches(plan.shard_records(j), micro_batch):
                 input_ids = input_batch(dataset, records, plan.seq_len)
                 part = shard_targets(plan, timed(input_ids), records)
+                if plan.mode == TOPK:
+                    stats.kept_mass += float(np.exp(part["topk_logprobs"].astype(np.float64)).sum())
+                    stats.positions += part["topk_logprobs"].shape[0]
                 part["input_ids"] = input_ids.reshape(-1).numpy()
                 parts.append(part)
             rows = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
@@ -234,4 +239,27 @@ def run_precompute(teacher_dir: str, tokenizer, dataset, description: dict, ds_c
         print(f"precomputed {out}: {plan.records} records in {plan.num_shards} shards ({stats.shards_written} written "
               f"on rank 0, {stats.shards_kept} kept from an earlier run); forward {stats.forward_s:.1f} s of "
               f"{stats.total_s:.1f} s")
+    if plan.mode == TOPK:
+        report_kept_mass(stats, plan.k, info.is_main)
     return stats
+
+
+LOW_KEPT_MASS = 0.9
+
+
+def report_kept_mass(stats: PrecomputeStats, k: int, is_main: bool) -> float | None:
+    """Print (rank 0) the mean probability the top-k ids hold over every position written by any rank, and
+    warn when it is low: a student learns only the tail's total mass, not which tokens hold it, so a
+    flat teacher (a small model, a large vocabulary) needs a larger k. Returns the mean (None if nothing
+    was written, e.g. every shard kept from an earlier run)."""
+    both = dist.all_reduce_sum(torch.tensor([stats.kept_mass, float(stats.positions)], dtype=torch.float64))
+    if both[1] == 0:
+        return None
+    mean = float(both[0] / both[1])
+    if is_main:
+        print(f"the top-{k} ids hold {mean:.1%} of the teacher's probability on average ({int(both[1])} positions)")
+        if mean < LOW_KEPT_MASS:
+            print(f"warning: below {LOW_KEPT_MASS:.0%}: a student learns only the total of the remaining "
+                  f"{1 - mean:.0%}, not which tokens hold it, and may not reach its teacher's cross-entropy; "
+                  f"a larger --top-k keeps more")
+    return mean

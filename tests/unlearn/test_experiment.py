@@ -68,8 +68,29 @@ def test_language_stages_are_text_task_commands_on_the_settings_files(tmp_path):
     assert arg("base", "--data").endswith("mix-train.jsonl") and arg("gold", "--data").endswith("english-train.jsonl")
     assert arg("base", "--tokenizer") == str(tmp_path / "tok") and arg("base", "--model") == "gemma2-tiny"
     assert arg("unlearned:maxent", "--forget-data").endswith("korean-train.jsonl")
-    assert arg("cache:maxent", "--data").endswith("mix-train.jsonl")
+    assert arg("undo:maxent:alpha=1", "--data").endswith("mix-train.jsonl")  # the students distil on the mix
     assert arg("undo:maxent:alpha=1", "--retain-eval").endswith("english-eval.jsonl")
     assert arg("relearn:gold", "--forget-data").endswith("korean-attack.jsonl")
     assert all(arg(name, "--task") == "text" for name in stages)
     assert s.capability.forget == "forget_ce" and not s.capability.higher_is_capable
+
+
+def test_language_students_read_their_teacher_online_and_no_cache_is_made(tmp_path):
+    from unlearn.language_setting import FILES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in FILES:
+        (data / f"{name}.jsonl").write_text('{"text": "x"}\n')
+    s = Settings(tmp_path / "o", ["maxent"], [1.0, 0.6], setting="language", data=data, tokenizer=tmp_path / "tok",
+                 oracle_matching=True)
+    stages = {st.name: st for st in build_stages(s)}
+    assert not any(name.startswith("cache:") for name in stages)
+    for name, teacher in [("undo:maxent:alpha=1", "unlearned-maxent"), ("undo:maxent:alpha=0.6", "unlearned-maxent"),
+                          ("oracle:base-init", "gold"), ("oracle:fresh-init", "gold")]:
+        args = stages[name].args
+        i = args.index("--teacher")
+        assert args[i:i + 3] == ["--teacher", str(tmp_path / "o" / teacher), "--online"] and "--cache" not in args
+    assert stages["undo:maxent:alpha=1"].upstream == ["unlearned:maxent"]
+    assert sorted(stages["oracle:base-init"].upstream) == ["base", "gold"]
+    assert stages["oracle:fresh-init"].upstream == ["gold"]

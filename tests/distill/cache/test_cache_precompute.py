@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from distill.cache import CacheReader, CacheWriter, Expected, compute_shards, make_plan, prepare
 from distill.cache import fingerprint as fp
 from distill.cache.manifest import MANIFEST, shard_name
-from distill.cache.precompute import PrecomputeOptions
+from distill.cache.precompute import PrecomputeOptions, PrecomputeStats, report_kept_mass
 from distill.cache.targets import sampled_targets, topk_targets
 from distill.cache.values import sparse_kl
 from distill.launcher import REPO, deepspeed_command, stage_env
@@ -71,6 +71,35 @@ def test_in_process_precompute_matches_the_teacher(tmp_path, tokenizer):
     writer.commit(entries)
     assert stats.forwards == 7 and stats.dummy_forwards == 0 and stats.shards_written == 4  # 2+2+2+1 batches
     check_against_direct_forward(model, tmp_path / "cache", dataset, 10, range(13))
+
+
+def test_precompute_reports_the_probability_the_top_k_ids_keep(tmp_path, tokenizer, capsys):
+    torch.manual_seed(0)
+    model = build_model("gemma2-tiny", tokenizer).eval()
+    dataset = arithmetic(tokenizer, 5)
+    plan = make_plan(PrecomputeOptions(k=10, records_per_shard=4), teacher="t", description={}, seq_len=SEQ,
+                     tokenizer=fp.tokenizer_fingerprint(tokenizer), dataset="d",
+                     vocab_size=model.config.vocab_size, records=len(dataset))
+    prepare(tmp_path / "cache", plan)
+    _, stats = compute_shards(CacheWriter(tmp_path / "cache", plan), dataset,
+                              lambda ids: model(input_ids=ids).logits, micro_batch=2, show_progress=False)
+    with torch.no_grad():
+        probs = torch.stack([model(input_ids=dataset[i]["input_ids"][None]).logits[0] for i in range(5)]).softmax(-1)
+    exact = probs.topk(10, dim=-1).values.sum(-1)  # (5, SEQ): a random teacher is flat, far below 90%
+    assert stats.positions == 5 * SEQ
+    assert stats.kept_mass / stats.positions == pytest.approx(exact.mean().item(), rel=1e-4)
+    mean = report_kept_mass(stats, 10, is_main=True)
+    out = capsys.readouterr().out
+    assert mean == pytest.approx(exact.mean().item(), rel=1e-4)
+    assert f"the top-10 ids hold {mean:.1%}" in out and "warning: below 90%" in out and "--top-k" in out
+
+
+def test_a_teacher_the_top_k_covers_gets_no_warning(capsys):
+    assert report_kept_mass(PrecomputeStats(kept_mass=95.0, positions=100), 64, is_main=True) == 0.95
+    out = capsys.readouterr().out
+    assert "hold 95.0%" in out and "warning" not in out
+    assert report_kept_mass(PrecomputeStats(), 64, is_main=True) is None  # every shard kept from an earlier run
+    assert capsys.readouterr().out == ""
 
 
 def test_in_process_sampled_precompute_reads_back_every_draw(tmp_path, tokenizer):
