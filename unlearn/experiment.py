@@ -9,9 +9,9 @@ by default (base, unlearned-maxent, cache-maxent, undo-maxent-alpha1, ...), so `
 finds the demo teacher in runs/.
 
 With oracle matching (the paper's first experiment) the gold model is the teacher (the oracle, which never
-learned the forget domain): its cache, then two students trained on it for the whole distillation budget,
-one initialised from base (alpha 0: the full model fine-tuned to match the oracle), one fresh (alpha 1),
-each attacked alongside the oracle.
+learned the forget domain): its cache (or gold itself, read online), then two students trained on it for
+the whole distillation budget, one initialised from base (alpha 0: the full model fine-tuned to match the
+oracle), one fresh (alpha 1), each attacked alongside the oracle.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def build_stages(s: Settings) -> list[Stage]:
                                                                          *b["unlearn"]], ["base"]))
         if not s.alphas:
             continue
-        targets, needs = _targets(s, b, m, teacher, f"unlearned:{m}", stages)
+        cache_stages, targets, needs = _targets(s, b, m, teacher, f"unlearned:{m}")
+        stages += cache_stages
         for a in s.alphas:
             stages.append(Stage(f"undo:{m}:alpha={a:g}", "launch/distill.py", dirs[f"undo:{m}:alpha={a:g}"],
                                 [*targets, "--alpha", f"{a:g}", "--retain-gap", f"{s.retain_gap:g}",
@@ -171,25 +172,24 @@ def build_stages(s: Settings) -> list[Stage]:
     return stages
 
 
-def _targets(s: Settings, b: dict[str, list[str]], name: str, teacher: Path, teacher_stage: str,
-             stages: list[Stage]) -> tuple[list[str], list[str]]:
-    """(distill's teacher flags, the stages a student waits for): the teacher's cache, whose stage is
-    appended to `stages`, or the teacher itself read online."""
+def _targets(s: Settings, b: dict[str, list[str]], name: str, teacher: Path,
+             teacher_stage: str) -> tuple[list[Stage], list[str], list[str]]:
+    """(the cache stage, if any; distill's teacher flags; the stages a student waits for): the teacher's
+    cache, or the teacher itself read online."""
     if s.online:
-        return ["--teacher", str(teacher), "--online"], [teacher_stage]
+        return [], ["--teacher", str(teacher), "--online"], [teacher_stage]
     cache = s.out / f"cache-{name}"
-    stages.append(Stage(f"cache:{name}", "launch/precompute.py", cache,
-                        ["--teacher", str(teacher), *s.flags("precompute"), *b["precompute"]], [teacher_stage]))
-    return ["--teacher", str(teacher), "--cache", str(cache)], [teacher_stage, f"cache:{name}"]
+    stage = Stage(f"cache:{name}", "launch/precompute.py", cache,
+                  ["--teacher", str(teacher), *s.flags("precompute"), *b["precompute"]], [teacher_stage])
+    return [stage], ["--teacher", str(teacher), "--cache", str(cache)], [teacher_stage, f"cache:{name}"]
 
 
 def _oracle_stages(s: Settings, b: dict[str, list[str]], dirs: dict[str, Path]) -> list[Stage]:
     """Gold's targets, and two students matching them for the whole budget (--retain-gap -1: no early stop,
     so their loss curves run side by side): one initialised from base, one fresh."""
-    stages: list[Stage] = []
-    targets, needs = _targets(s, b, "gold", dirs["gold"], "gold", stages)
+    cache_stages, targets, needs = _targets(s, b, "gold", dirs["gold"], "gold")
     common = [*targets, "--retain-gap", "-1", *s.flags("distill"), *b["distill"]]
-    return [*stages,
+    return [*cache_stages,
             Stage("oracle:base-init", "launch/distill.py", dirs["oracle:base-init"],
                   ["--student", str(dirs["base"]), *student_lr(0.0), *common], ["base", *needs]),
             Stage("oracle:fresh-init", "launch/distill.py", dirs["oracle:fresh-init"],
