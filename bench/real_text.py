@@ -11,11 +11,14 @@ English + Korean mix; distill it into the teacher shrunk without noise (alpha 0.
 fresh init (alpha 1); relearn Korean on the unlearned model and on the alpha-1 student (one LR). Every
 stage with --task text reads the model's own tokenizer (262,144 ids) and goes through the fused head.
 
-Then the same cached distillation step (alpha 1, the same 4 rows, the same loss) in a plain single-process
-PyTorch loop (torch.optim.AdamW, both cores), measured in this run: the ZeRO-3 step time over it is the
-ratio reported (target <= 1.3). Reported per stage: seconds per step (median over the steps after the
-first), rank 0's peak resident memory, and the forget / retain cross-entropy (nats per token, held-out
-text) before and after. The last line is one JSON object (also OUT/results.json).
+Then the step comparison, every figure measured in this run, one after another: the cached alpha-1
+distillation step on 2 ZeRO-3 ranks (a fresh 5-step run, OUT/step-zero3), the same step (the same 4 rows,
+the same loss) in a plain single-process PyTorch loop (torch.optim.AdamW, both cores), and each rank's
+share of it (2 rows, one thread) as two plain processes side by side. ZeRO-3 over the plain loop is the
+ratio the target is on (<= 1.3); ZeRO-3 over the side-by-side pair is what ZeRO-3 itself costs, apart
+from splitting the work into two single-threaded processes. Reported per stage: seconds per step (median
+over the steps after the first), rank 0's peak resident memory, and the forget / retain cross-entropy
+(nats per token, held-out text) before and after. The last line is one JSON object (also OUT/results.json).
 """
 
 import sys
@@ -56,8 +59,10 @@ def step_figures(out: Path) -> dict:
             "peak_gib_rank0": peak}
 
 
-def plain_step_seconds(student_init: dict, cache: Path, steps: int, lr: float) -> dict:
-    """The cached alpha-1 distillation step in plain PyTorch: one process, no DeepSpeed, same rows and loss."""
+def plain_step_seconds(teacher: str, cache: Path, rows: int, steps: int, lr: float, threads: int,
+                       rank: int = 0, world: int = 1) -> dict:
+    """The cached alpha-1 distillation step in plain PyTorch: no DeepSpeed, the same loss as the ZeRO-3 run.
+    rows: records per step, read as rank `rank` of `world` would (world 1: the ZeRO-3 run's whole batch)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -66,16 +71,16 @@ def plain_step_seconds(student_init: dict, cache: Path, steps: int, lr: float) -
     from distill.kd_objective import CachedDistillObjective
     from distill.noise import shrink_and_perturb
 
-    torch.set_num_threads(2)
-    tokenizer = AutoTokenizer.from_pretrained(student_init["teacher"])
-    model = AutoModelForCausalLM.from_pretrained(student_init["teacher"], torch_dtype=torch.float32)
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(teacher)
+    model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32)
     shrink_and_perturb(model, 1.0, 1.0, seed=0)
-    reader = CacheReader(str(cache), rank=0, world_size=1, block=student_init["global_batch"], seed=0)
+    reader = CacheReader(str(cache), rank=rank, world_size=world, block=rows, seed=0)
     objective = CachedDistillObjective(reader.manifest.plan.mode, len(tokenizer))
     module = objective.wrap(model)  # the fused head the ZeRO-3 run's student has
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr)
     records = iter(reader)
-    batch = stack_records([next(records) for _ in range(student_init["global_batch"])])
+    batch = stack_records([next(records) for _ in range(rows)])
     totals = {k: float(v) for k, v in objective.count(batch).items()}
     times, losses = [], []
     for _ in range(steps + 1):  # the first step (allocations, Adam's state) is not counted
@@ -86,19 +91,41 @@ def plain_step_seconds(student_init: dict, cache: Path, steps: int, lr: float) -
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
         losses.append(loss.item())
-    # The first loss is the ZeRO-3 run's first (same rows, same init): the two loops compute the same step.
-    return {"s_per_step": round(statistics.median(times[1:]), 2), "first_loss": losses[0]}
+    # With world 1 the first loss is the ZeRO-3 run's first (same rows, same init): the same step.
+    return {"s_per_step": round(statistics.median(times[1:]), 2), "first_loss": losses[0], "threads": threads,
+            "rows": rows}
+
+
+def side_by_side_shares(teacher: Path, cache: Path, steps: int, lr: float) -> list[dict]:
+    """Each ZeRO-3 rank's share of the step (2 of the 4 rows, one thread) as two plain processes run at once:
+    the same products on the same two single-threaded processes, without ZeRO-3."""
+    procs = [subprocess.Popen([sys.executable, __file__, "--plain-share", str(rank), str(teacher), str(cache),
+                               "--steps", str(steps), "--lr", str(lr)],
+                              cwd=REPO, env={**stage_env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                              text=True) for rank in (0, 1)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"a plain share process failed (exit codes {[p.returncode for p in procs]})")
+    return [json.loads(o.strip().splitlines()[-1]) for o in outs]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="the converted checkpoint (launch/convert_gguf.py)")
-    p.add_argument("--data", required=True, help="bench/packaged_text.py's output directory")
-    p.add_argument("--out", required=True)
+    p.add_argument("--model", help="the converted checkpoint (launch/convert_gguf.py)")
+    p.add_argument("--data", help="bench/packaged_text.py's output directory")
+    p.add_argument("--out")
     p.add_argument("--steps", type=int, default=4, help="training steps per stage")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--rerun", action="store_true", help="run every stage again (default: reuse finished ones)")
+    p.add_argument("--lr", type=float, default=1e-4, help=argparse.SUPPRESS)  # the plain share's
+    p.add_argument("--plain-share", nargs=3, metavar=("RANK", "TEACHER", "CACHE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.plain_share:  # one side of side_by_side_shares, in its own process
+        rank, teacher, cache = args.plain_share
+        print(json.dumps(plain_step_seconds(teacher, Path(cache), 2, args.steps, args.lr, 1, int(rank), 2)))
+        return
+    if not (args.model and args.data and args.out):
+        p.error("--model, --data and --out are required")
     out, data = Path(args.out).resolve(), Path(args.data).resolve()
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -160,19 +187,32 @@ def main():
         result = json.loads(attack.read_text())
         results["stages"][f"relearn_{name}"] = {"wall_s": wall, "forget_ce": result["forget_ce"]}
 
-    plain = plain_step_seconds({"teacher": str(unlearned), "global_batch": 4}, cache, steps=3, lr=1e-4)
-    zero3 = results["stages"]["distill_alpha1"]["s_per_step"]
-    results["plain_pytorch"] = plain
-    rows = [json.loads(x) for x in (out / "student-alpha1" / "metrics.jsonl").read_text().splitlines()]
-    results["zero3_first_loss"] = next(r["loss/kd"] for r in rows if "loss/kd" in r)
-    results["zero3_over_plain"] = round(zero3 / plain["s_per_step"], 3)
+    # The step comparison, measured now, one after another (a reused stage's step time is from another hour).
+    step_run = out / "step-zero3"
+    run(deepspeed_command("launch/distill.py", [
+        *train[:train.index("--steps")], "--steps", "5", "--save-every", "0", "--eval-every", "0", "--overwrite",
+        "--teacher", str(unlearned), "--cache", str(cache), "--alpha", "1", "--beta", "1", "--lr", "1e-4",
+        "--schedule", "constant", "--warmup", "0", "--retain-gap", "-1", "--data", str(data / "mix.jsonl"),
+        "--out", str(step_run), *text[:6], "--seq-len", str(args.seq_len), "--eval-docs", "1"], 2),
+        logs / "step-zero3.log")
+    zero3 = step_figures(step_run)["s_per_step"]
+    plain = plain_step_seconds(str(unlearned), cache, 4, steps=3, lr=1e-4, threads=2)
+    shares = side_by_side_shares(unlearned, cache, steps=3, lr=1e-4)
+    pair = max(s["s_per_step"] for s in shares)  # the step waits for the slower of the two
+    rows = [json.loads(x) for x in (step_run / "metrics.jsonl").read_text().splitlines()]
+    results["step"] = {"zero3_s": zero3, "plain_pytorch": plain, "plain_shares_side_by_side": shares,
+                       "zero3_first_loss": next(r["loss/kd"] for r in rows if "loss/kd" in r),
+                       "zero3_over_plain": round(zero3 / plain["s_per_step"], 3),
+                       "zero3_over_side_by_side": round(zero3 / pair, 3)}
     for name, stage in results["stages"].items():
         ev = stage.get("evaluation", {})
         print(f"{name:>22}: {stage.get('s_per_step', '-')} s/step, peak {stage.get('peak_gib_rank0', '-')} GiB, "
               f"forget_ce {ev.get('forget_ce', stage.get('forget_ce', '-'))}, retain_ce {ev.get('retain_ce', '-')}")
-    print(f"cached distillation step: ZeRO-3 2 ranks {zero3} s, plain PyTorch 1 process {plain['s_per_step']} s "
-          f"-> {results['zero3_over_plain']}x (target <= 1.3); first losses {results['zero3_first_loss']:.6f} "
-          f"(ZeRO-3) and {plain['first_loss']:.6f} (plain)")
+    step = results["step"]
+    print(f"cached distillation step: ZeRO-3 2 ranks {zero3} s, plain PyTorch 1 process (2 threads) "
+          f"{plain['s_per_step']} s -> {step['zero3_over_plain']}x (target <= 1.3); each rank's share as 2 plain "
+          f"single-thread processes side by side {pair} s -> {step['zero3_over_side_by_side']}x; first losses "
+          f"{step['zero3_first_loss']:.6f} (ZeRO-3) and {plain['first_loss']:.6f} (plain)")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results))
 
