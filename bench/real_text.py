@@ -166,12 +166,16 @@ def main():
     results["stages"]["precompute"] = {"wall_s": wall, "records": manifest["records"],
                                        "bytes": sum(s["bytes"] for s in manifest["shards"])}
 
+    def distill_args(alpha: str, beta: str, student: Path) -> list[str]:
+        """The cached distillation stage's arguments beyond its step budget and evaluation."""
+        return ["--teacher", str(unlearned), "--cache", str(cache), "--alpha", alpha, "--beta", beta, "--lr", "1e-4",
+                "--schedule", "constant", "--warmup", "0", "--retain-gap", "-1", "--data", str(data / "mix.jsonl"),
+                "--out", str(student)]
+
     for alpha, beta in (("0.25", "0"), ("1", "1")):
         student = out / f"student-alpha{alpha}"
-        wall = ds("launch/distill.py", [*train, "--teacher", str(unlearned), "--cache", str(cache), "--alpha", alpha,
-                                        "--beta", beta, "--lr", "1e-4", "--schedule", "constant", "--warmup", "0",
-                                        "--retain-gap", "-1", "--data", str(data / "mix.jsonl"), "--out",
-                                        str(student), *text], f"distill-{alpha}", student / "summary.json")
+        wall = ds("launch/distill.py", [*train, *distill_args(alpha, beta, student), *text], f"distill-{alpha}",
+                  student / "summary.json")
         summary = json.loads((student / "summary.json").read_text())
         results["stages"][f"distill_alpha{alpha}"] = {"wall_s": wall, **step_figures(student),
                                                       "evaluation": summary["evaluation"],
@@ -191,9 +195,7 @@ def main():
     step_run = out / "step-zero3"
     run(deepspeed_command("launch/distill.py", [
         *train[:train.index("--steps")], "--steps", "5", "--save-every", "0", "--eval-every", "0", "--overwrite",
-        "--teacher", str(unlearned), "--cache", str(cache), "--alpha", "1", "--beta", "1", "--lr", "1e-4",
-        "--schedule", "constant", "--warmup", "0", "--retain-gap", "-1", "--data", str(data / "mix.jsonl"),
-        "--out", str(step_run), *text[:6], "--seq-len", str(args.seq_len), "--eval-docs", "1"], 2),
+        *distill_args("1", "1", step_run), *text[:6], "--seq-len", str(args.seq_len), "--eval-docs", "1"], 2),
         logs / "step-zero3.log")
     zero3 = step_figures(step_run)["s_per_step"]
     plain = plain_step_seconds(str(unlearned), cache, 4, steps=3, lr=1e-4, threads=2)
