@@ -6,6 +6,8 @@ language setting (English kept, Korean forgotten).
     python launch/undo.py --out runs/seeds --seeds 0,1,2   # once per seed; mean and spread in report.md
     python launch/undo.py --out runs/pareto --methods graddiff,maxent,rmu,npo,simnpo,sam,repnoise \
         --alphas 0.2,0.4,0.6,0.8,1 --pareto               # the paper's comparisons: method grid, alpha line, frontier
+    python launch/undo.py --out runs/compare --methods graddiff,maxent,rmu,sam,repnoise --alphas 1 \
+        --line maxent=0.2,0.4,0.6,0.8 --pareto      # the same comparisons, the alpha line for MaxEnt only
     python launch/undo.py --setting language --out runs/language   # Korean forgotten, English kept (see below)
     python launch/undo.py --out runs/oracle --oracle-matching --alphas ''   # the paper's first experiment
 
@@ -30,6 +32,7 @@ from pathlib import Path
 # `python launch/undo.py` puts launch/ first on sys.path; the repository root must win.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import argparse
 import shlex
 import time
 
@@ -46,6 +49,18 @@ from unlearn.results import collect
 from unlearn.seeds import aggregate, seeds_markdown
 
 
+def line_flag(text: str) -> tuple[str, tuple[float, ...]]:
+    """--line METHOD=ALPHAS: (method, its extra alphas)."""
+    method, sep, alphas = text.partition("=")
+    if not sep or method.strip() not in METHODS:
+        raise argparse.ArgumentTypeError(f"expected METHOD=ALPHAS with METHOD one of {', '.join(METHODS)}, "
+                                         f"got {text!r}")
+    values = listed(float, unit_interval)(alphas)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"each alpha once, got {alphas!r}")
+    return method.strip(), values
+
+
 def parse_args(argv=None):
     p = Parser(description=__doc__)
     p.add_argument("--out", required=True, help="run directory: every stage's output, results and report")
@@ -53,6 +68,10 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="maxent", help=f"unlearning methods, from {', '.join(METHODS)}")
     p.add_argument("--alphas", type=listed(float, unit_interval, allow_empty=True), default="1,0.6",
                    help="UNDO students per method (comma-separated, each in [0, 1]; '' for none)")
+    p.add_argument("--line", type=line_flag, default=None, metavar="METHOD=ALPHAS",
+                   help="the alpha line for one method at a fraction of the grid's cost: METHOD's students also at "
+                        "ALPHAS (comma-separated, each in [0, 1]), the other methods' at --alphas only, e.g. "
+                        "--alphas 1 --line maxent=0.2,0.4,0.6,0.8")
     p.add_argument("--setting", default="arithmetic", choices=SETTINGS,
                    help="arithmetic (the built-in testbed) or language (English kept, Korean forgotten)")
     p.add_argument("--language-data", default=None, metavar="DIR",
@@ -87,6 +106,8 @@ def parse_args(argv=None):
     args.alphas = list(args.alphas)
     if len(set(args.alphas)) != len(args.alphas):
         p.error(f"--alphas {args.alphas}: each alpha once")
+    if args.line is not None and args.line[0] not in args.methods:
+        p.error(f"--line {args.line[0]}=...: {args.line[0]} is not among --methods {','.join(args.methods)}")
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds {list(args.seeds)}: each seed once")
     if args.language_data is not None and args.setting != "language":
@@ -98,7 +119,9 @@ def parse_args(argv=None):
 
 def run_seed(args, out: Path, seed: int, command: str, data: tuple) -> dict:
     """The experiment on one seed in `out`: its stages, results.json, report.md and figures."""
+    line = {args.line[0]: list(args.line[1])} if args.line else {}
     settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed, pareto=args.pareto,
+                        line=line,
                         setting=args.setting, data=data[0], tokenizer=data[1], oracle_matching=args.oracle_matching)
     pipeline = Pipeline(settings.out, build_stages(settings), args.nproc, args.ds_config, args.overwrite,
                         jobs=args.jobs)

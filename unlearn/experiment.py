@@ -16,7 +16,7 @@ oracle), one fresh (alpha 1), each attacked alongside the oracle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from unlearn import language_setting
@@ -60,6 +60,11 @@ class Settings:
     data: Path | None = None  # language: the corpora (language_setting.FILES) and their tokenizer
     tokenizer: Path | None = None
     oracle_matching: bool = False
+    line: dict[str, list[float]] = field(default_factory=dict)  # method -> alphas it adds to `alphas` (--line)
+
+    def alphas_of(self, m: str) -> list[float]:
+        """Method m's students: every method's alphas, then the ones its alpha line adds."""
+        return [*self.alphas, *(a for a in self.line.get(m, []) if a not in self.alphas)]
 
     @property
     def budget(self) -> dict[str, list[str]]:
@@ -133,7 +138,7 @@ def model_dirs(s: Settings) -> dict[str, Path]:
         dirs[f"unlearned:{m}"] = s.out / f"unlearned-{m}"
         for name, setting in pareto_variants(s, m):
             dirs[name] = s.out / "pareto" / f"unlearned-{m}-{setting.replace('=', '')}"
-        for a in s.alphas:
+        for a in s.alphas_of(m):
             dirs[f"undo:{m}:alpha={a:g}"] = s.out / f"undo-{m}-alpha{a:g}"
     if s.oracle_matching:
         dirs.update({name: s.out / d for name, d in ORACLE.items()})
@@ -156,11 +161,11 @@ def build_stages(s: Settings) -> list[Stage]:
             stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
                                                                          "--hp", setting, *f("unlearn"),
                                                                          *b["unlearn"]], ["base"]))
-        if not s.alphas:
+        if not s.alphas_of(m):
             continue
         cache_stages, targets, needs = _targets(s, b, m, teacher, f"unlearned:{m}")
         stages += cache_stages
-        for a in s.alphas:
+        for a in s.alphas_of(m):
             stages.append(Stage(f"undo:{m}:alpha={a:g}", "launch/distill.py", dirs[f"undo:{m}:alpha={a:g}"],
                                 [*targets, "--alpha", f"{a:g}", "--retain-gap", f"{s.retain_gap:g}",
                                  *student_args(a), *f("distill"), *b["distill"]], needs))

@@ -2,7 +2,7 @@
 
 The input is the results dict that launch/undo.py assembles:
 
-    {"setting": {"name", "capability", "quick", "command", "methods", "alphas", "oracle_matching",
+    {"setting": {"name", "capability", "quick", "command", "methods", "alphas", "line", "oracle_matching",
                  "attack": {"lrs", "seeds", "steps", "eval_every", "eval"}},
      "models": {"base" | "gold" | "unlearned:<m>" | "undo:<m>:alpha=<a>" | "oracle:<init>": {
          <retain key>, <forget key>, "compute": {"stage", "steps", "tokens", ...},
@@ -161,8 +161,10 @@ def _student(m: str, alpha: float) -> str:
 
 
 def _alphas(results: Mapping, m: str) -> list[float]:
-    """The alphas the setting asks for or that a student of m has, largest first."""
-    listed = {float(a) for a in (results.get("setting") or {}).get("alphas") or []}
+    """The alphas the setting asks for (every method's, and m's alpha line) or that a student of m has,
+    largest first."""
+    setting = results.get("setting") or {}
+    listed = {float(a) for a in [*(setting.get("alphas") or []), *((setting.get("line") or {}).get(m) or [])]}
     present = {alpha_of(n) for n in results.get("models") or {} if n.startswith(f"undo:{m}:")}
     return sorted(listed | present, reverse=True)
 

@@ -76,6 +76,7 @@ def collect(s: Settings, command: str, seconds: dict, wall_seconds: float | None
         if entry is not None:
             models[name] = entry
     return {"setting": {"name": s.setting, "capability": s.capability.to_json(), "quick": s.quick,
-                        "command": command, "methods": s.methods, "alphas": s.alphas, "retain_gap": s.retain_gap,
-                        "oracle_matching": s.oracle_matching, "attack": {**_attack_plan(s), "eval": s.attack_eval}},
+                        "command": command, "methods": s.methods, "alphas": s.alphas, "line": s.line,
+                        "retain_gap": s.retain_gap, "oracle_matching": s.oracle_matching,
+                        "attack": {**_attack_plan(s), "eval": s.attack_eval}},
             "wall_seconds": wall_seconds, "jobs": jobs, "stage_seconds": seconds, "models": models}

@@ -35,6 +35,22 @@ def test_pareto_adds_each_other_grid_value_as_an_unlearned_model_and_its_attack(
     assert sum(n.startswith("unlearned:maxent:") for n in model_dirs(quick)) == 1
 
 
+def test_line_adds_one_methods_students_at_its_alphas_and_leaves_the_others_at_alphas():
+    plain = Settings(Path("o"), ["graddiff", "maxent"], [1.0])
+    line = dataclasses.replace(plain, line={"maxent": [0.2, 1.0, 0.6]})
+    added = set(model_dirs(line)) - set(model_dirs(plain))
+    assert added == {"undo:maxent:alpha=0.2", "undo:maxent:alpha=0.6"}  # 1 is already every method's
+    stages = {s.name: s for s in build_stages(line)}
+    student = stages["undo:maxent:alpha=0.2"]
+    assert student.args[student.args.index("--alpha") + 1] == "0.2" and "cache:maxent" in student.upstream
+    assert stages["relearn:undo:maxent:alpha=0.2"].upstream == ["undo:maxent:alpha=0.2"]
+    assert not any(n.startswith("undo:graddiff:alpha=0.") for n in stages)
+    # a method without students of its own gets its cache once the line asks for some
+    only_line = Settings(Path("o"), ["maxent"], [], line={"maxent": [0.5]})
+    names = {s.name for s in build_stages(only_line)}
+    assert {"cache:maxent", "undo:maxent:alpha=0.5", "relearn:undo:maxent:alpha=0.5"} <= names
+
+
 def test_oracle_matching_distils_gold_into_base_and_into_a_fresh_init_for_the_whole_budget():
     stages = {s.name: s for s in build_stages(Settings(Path("o"), ["maxent"], [], oracle_matching=True))}
     assert stages["cache:gold"].args[:2] == ["--teacher", "o/gold"] and stages["cache:gold"].upstream == ["gold"]

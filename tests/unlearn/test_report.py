@@ -113,6 +113,16 @@ def test_missing_relearn_and_models_give_na_not_a_crash():
     assert row.startswith("| undo:maxent:alpha=1 | 0.460 | 0.000 | - | - | - | - | - | - | - | 800 |")
 
 
+def test_an_alpha_line_student_is_checked_and_its_missing_run_is_na():
+    results = make_results()
+    results["setting"].update(alphas=[1.0], line={"maxent": [0.6, 0.3]})  # 0.3's student has not run
+    grows = [c for c in acceptance_checks(results) if "robustness grows" in c["check"]]
+    assert [c["passed"] for c in grows] == [True, None]
+    assert "area(undo:maxent:alpha=0.6)" in grows[0]["check"] and "area(undo:maxent:alpha=0.3)" in grows[1]["check"]
+    results["setting"]["line"] = {"graddiff": [0.3]}  # another method's line asks nothing of maxent
+    assert len([c for c in acceptance_checks(results) if "robustness grows" in c["check"]]) == 1
+
+
 def test_partial_results_without_gold_teacher_or_setting():
     results = make_results()
     del results["models"]["gold"], results["models"]["unlearned:maxent"], results["setting"]
