@@ -117,12 +117,17 @@ def parse_args(argv=None):
     return args
 
 
+def settings_of(args, out: Path, seed: int, data: tuple = (None, None)) -> Settings:
+    """The experiment's settings for one seed in `out` from the parsed flags."""
+    line = {args.line[0]: list(args.line[1])} if args.line else {}
+    return Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed, pareto=args.pareto,
+                    line=line, setting=args.setting, data=data[0], tokenizer=data[1],
+                    oracle_matching=args.oracle_matching)
+
+
 def run_seed(args, out: Path, seed: int, command: str, data: tuple) -> dict:
     """The experiment on one seed in `out`: its stages, results.json, report.md and figures."""
-    line = {args.line[0]: list(args.line[1])} if args.line else {}
-    settings = Settings(out, args.methods, args.alphas, args.quick, args.retain_gap, seed=seed, pareto=args.pareto,
-                        line=line,
-                        setting=args.setting, data=data[0], tokenizer=data[1], oracle_matching=args.oracle_matching)
+    settings = settings_of(args, out, seed, data)
     pipeline = Pipeline(settings.out, build_stages(settings), args.nproc, args.ds_config, args.overwrite,
                         jobs=args.jobs)
     t0 = time.time()
