@@ -161,11 +161,12 @@ def build_stages(s: Settings) -> list[Stage]:
             stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
                                                                          "--hp", setting, *f("unlearn"),
                                                                          *b["unlearn"]], ["base"]))
-        if not s.alphas_of(m):
+        alphas = s.alphas_of(m)
+        if not alphas:
             continue
         cache_stages, targets, needs = _targets(s, b, m, teacher, f"unlearned:{m}")
         stages += cache_stages
-        for a in s.alphas_of(m):
+        for a in alphas:
             stages.append(Stage(f"undo:{m}:alpha={a:g}", "launch/distill.py", dirs[f"undo:{m}:alpha={a:g}"],
                                 [*targets, "--alpha", f"{a:g}", "--retain-gap", f"{s.retain_gap:g}",
                                  *student_args(a), *f("distill"), *b["distill"]], needs))
