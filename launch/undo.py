@@ -133,7 +133,8 @@ def run_seed(args, out: Path, seed: int, command: str, data: tuple) -> dict:
     t0 = time.time()
     pipeline.run()
     wall = time.time() - t0
-    results = collect(settings, command, pipeline.seconds, wall_seconds=wall, jobs=args.jobs)
+    results = collect(settings, command, pipeline.seconds, wall_seconds=wall, jobs=args.jobs,
+                      reused=pipeline.reused)
     write_json(settings.out / "results.json", results)
     written = write_report(results, settings.out)
     print(f"[undo] seed {seed}: {wall / 60:.1f} min; wrote {settings.out / 'results.json'} and "

@@ -69,9 +69,12 @@ class Pipeline:
         self.jobs, self.heartbeat_s = jobs, heartbeat_s
         self.stages = {s.name: s for s in stages}
         self.record_path = self.out / PIPELINE
-        # {stage name: {"key": the key it was started with, "finished": bool}}
+        # {stage name: {"key": the key it was started with, "finished": bool, "seconds": its wall time}}
         self.record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+        # Each stage's own wall time: measured now, or, for a stage skipped as finished, recorded when it
+        # ran (None when the record has none); `reused` names the skipped ones.
         self.seconds: dict[str, float | None] = {}
+        self.reused: list[str] = []
 
     def _own_settings_changed(self, s: Stage) -> bool:
         key = self.record.get(s.name, {}).get("key", {})
@@ -121,8 +124,8 @@ class Pipeline:
                 continue
             stage, key, started = running.pop(name)
             if error is None:
-                self._save(stage, key, finished=True)
                 self.seconds[name] = time.time() - started
+                self._save(stage, key, finished=True, seconds=self.seconds[name])
                 print(f"[undo] {name}: finished in {self.seconds[name]:.0f} s", flush=True)
             else:
                 failures.append(error)
@@ -156,7 +159,8 @@ class Pipeline:
             if not before.get("finished"):  # the pipeline stopped between the stage's end and this record
                 self._save(stage, key, finished=True)
             print(f"[undo] {stage.name}: finished, skipped ({stage.out})", flush=True)
-            self.seconds[stage.name] = None
+            self.seconds[stage.name] = self.record[stage.name].get("seconds")
+            self.reused.append(stage.name)
             return None
         # Same key, unfinished: the stage resumes from its checkpoint. Anything else in the way (a
         # finished output, or a partial one from other settings) is replaced only with --overwrite;
@@ -196,8 +200,9 @@ class Pipeline:
                  for name, (stage, _, _) in running.items()]
         print(f"[undo] {(time.time() - t0) / 60:.0f} min: " + "; ".join(parts), flush=True)
 
-    def _save(self, stage: Stage, key: dict, finished: bool) -> None:
-        self.record[stage.name] = {"key": key, "finished": finished}
+    def _save(self, stage: Stage, key: dict, finished: bool, seconds: float | None = None) -> None:
+        self.record[stage.name] = {"key": key, "finished": finished,
+                                   **({"seconds": seconds} if seconds is not None else {})}
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.record_path, self.record)
 

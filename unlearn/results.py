@@ -66,10 +66,11 @@ def _attack_plan(s: Settings) -> dict:
     return {}
 
 
-def collect(s: Settings, command: str, seconds: dict, wall_seconds: float | None = None, jobs: int = 1) -> dict:
+def collect(s: Settings, command: str, seconds: dict, wall_seconds: float | None = None, jobs: int = 1,
+            reused: list[str] | tuple = ()) -> dict:
     """results.json: the settings, each model's entry, and the time taken. `seconds` holds each stage's own
-    wall time (None when skipped); with jobs > 1 stages overlap, so `wall_seconds` (the whole pipeline)
-    is less than their sum."""
+    wall time, for a stage `reused` (finished earlier, skipped now) the time it took when it ran; with
+    jobs > 1 stages overlap, so `wall_seconds` (this invocation) is less than their sum."""
     models = {}
     for name, run in model_dirs(s).items():
         entry = model_entry(s, name, run)
@@ -79,4 +80,5 @@ def collect(s: Settings, command: str, seconds: dict, wall_seconds: float | None
                         "command": command, "methods": s.methods, "alphas": s.alphas, "line": s.line,
                         "retain_gap": s.retain_gap, "oracle_matching": s.oracle_matching,
                         "attack": {**_attack_plan(s), "eval": s.attack_eval}},
-            "wall_seconds": wall_seconds, "jobs": jobs, "stage_seconds": seconds, "models": models}
+            "wall_seconds": wall_seconds, "jobs": jobs, "stage_seconds": seconds,
+            "reused_stages": list(reused), "models": models}
