@@ -45,4 +45,8 @@ def test_quick_run_end_to_end_then_skipped(tmp_path):
     check(again)
     assert again.stdout.count("finished, skipped") == 2 + 2 + 1 + 2 + 6  # every stage
     assert "running" not in again.stdout
+    # the rerun's results keep each stage's time from the run that made it, and say which were reused
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["stage_seconds"] == results["stage_seconds"] and None not in rerun["stage_seconds"].values()
+    assert sorted(rerun["reused_stages"]) == sorted(results["stage_seconds"]) and results["reused_stages"] == []
 
