@@ -39,8 +39,8 @@ ONLINE = True
 # gave the strongest attack in the first full run, so the grid is 3e-4 and 1e-3. Unlearning takes the
 # paper's 100 steps. At 40, MaxEnt's teacher (Korean CE 8.227; uniform over 4,096 ids is 8.318) gave
 # alpha-1 students that closed 0.593 / 0.562 / 0.597 of the gap on seeds 0-2 (target 0.6); at 100 steps
-# (8.269, English 4.106) the seed-0 student closed 0.658 (the paper's student LR, 9e-4 -> 7e-4, at 40
-# unlearning steps: 0.621).
+# (8.269, English 4.106) 0.658 / 0.581 / 0.620. The students keep their LR (experiment.student_lr): the
+# paper's 9e-4 -> 7e-4 gave 0.584 / 0.567 on seeds 0 / 1 at 100 unlearning steps.
 # "common" goes to every stage that evaluates; the cache stage (when not ONLINE) takes the row length alone.
 FULL_SEQ, QUICK_SEQ = ["--seq-len", "128"], ["--seq-len", "32"]
 SMALL_ROWS = ["--global-batch", "16", "--micro-batch", "8"]
