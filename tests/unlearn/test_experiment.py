@@ -51,11 +51,27 @@ def test_line_adds_one_methods_students_at_its_alphas_and_leaves_the_others_at_a
     assert {"cache:maxent", "undo:maxent:alpha=0.5", "relearn:undo:maxent:alpha=0.5"} <= names
 
 
+def test_a_students_lr_grows_with_alpha_and_the_fresh_students_stays_2e_3():
+    line = Settings(Path("o"), ["maxent"], [1.0], line={"maxent": [0.05, 0.2, 0.6]})
+    stages = {s.name: s for s in build_stages(line)}
+
+    def lrs(name):
+        args = stages[name].args
+        return float(args[args.index("--lr") + 1]), float(args[args.index("--min-lr") + 1])
+
+    peaks = [lrs(f"undo:maxent:alpha={a}")[0] for a in ("0.05", "0.2", "0.6", "1")]
+    assert peaks == sorted(peaks) and peaks[0] == peaks[1] / 2  # alphas below 0.1 take 0.1's LR
+    assert lrs("undo:maxent:alpha=0.2") == pytest.approx((4e-4, 4e-5))
+    args = stages["undo:maxent:alpha=1"].args
+    assert args[args.index("--lr"):args.index("--lr") + 4] == ["--lr", "2e-3", "--min-lr", "2e-4"]  # key unchanged
+
+
 def test_oracle_matching_distils_gold_into_base_and_into_a_fresh_init_for_the_whole_budget():
     stages = {s.name: s for s in build_stages(Settings(Path("o"), ["maxent"], [], oracle_matching=True))}
     assert stages["cache:gold"].args[:2] == ["--teacher", "o/gold"] and stages["cache:gold"].upstream == ["gold"]
     from_base, fresh = stages["oracle:base-init"], stages["oracle:fresh-init"]
     assert from_base.args[:2] == ["--student", "o/base"] and "--alpha" not in from_base.args
+    assert from_base.args[2:6] == ["--lr", "1e-3", "--min-lr", "1e-4"]  # fine-tuning the full model: its own LR
     assert fresh.args[:2] == ["--alpha", "1"] and "--student" not in fresh.args
     for s in (from_base, fresh):
         i = s.args.index("--teacher")
