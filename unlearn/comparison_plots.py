@@ -81,13 +81,18 @@ def plot_frontier(results: Mapping, path: Path) -> Path:
     cross-entropy)."""
     strengths, ms, cap = cmp.attack_steps(results), methods(results), capability_of(results)
     n = max(len(strengths), 1)
+    # Each model is numbered beside its point and in the legend: a sweep's 25 names written out at their
+    # points overlap, and its variants of one method share a colour and a marker.
+    number = {name: i for i, name in enumerate(dict.fromkeys(
+        name for step in strengths for name, _, _ in cmp.points_at(results, step)), start=1)}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.0), squeeze=False, sharey=True)
         for ax, step in zip(axes[0], strengths):
             pts = cmp.points_at(results, step)
             for name, x, y in pts:
-                ax.scatter(x, y, color=colour(name), marker=marker(name, ms), s=40, zorder=3, label=name)
-                ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=6)
+                ax.scatter(x, y, color=colour(name), marker=marker(name, ms), s=40, zorder=3,
+                           label=f"{number[name]}  {name}")
+                ax.annotate(str(number[name]), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6)
             front = cmp.frontier(pts, cap)
             if len(front) > 1:
                 ax.plot([p[1] for p in front], [p[2] for p in front], color="0.3", linewidth=1, zorder=2)
