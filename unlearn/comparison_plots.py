@@ -83,12 +83,12 @@ def plot_frontier(results: Mapping, path: Path) -> Path:
     n = max(len(strengths), 1)
     # Each model is numbered beside its point and in the legend: a sweep's 25 names written out at their
     # points overlap, and its variants of one method share a colour and a marker.
+    panels = [(step, cmp.points_at(results, step)) for step in strengths]
     number = {name: i for i, name in enumerate(dict.fromkeys(
-        name for step in strengths for name, _, _ in cmp.points_at(results, step)), start=1)}
+        name for _, pts in panels for name, _, _ in pts), start=1)}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.0), squeeze=False, sharey=True)
-        for ax, step in zip(axes[0], strengths):
-            pts = cmp.points_at(results, step)
+        for ax, (step, pts) in zip(axes[0], panels):
             for name, x, y in pts:
                 ax.scatter(x, y, color=colour(name), marker=marker(name, ms), s=40, zorder=3,
                            label=f"{number[name]}  {name}")
