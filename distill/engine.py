@@ -285,7 +285,10 @@ class Trainer:
             losses = {k.split("/")[-1]: f"{v:.4f}" for k, v in record.items() if k.startswith("loss")}
             bar.set_postfix(losses, refresh=False)
             done = step + 1
-            if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and self.evaluate:
+            # The last step's evaluation is left to the caller's final one, except where a stop criterion
+            # is checked: a criterion first met at the budget is met, not "stopped at the budget".
+            if (cfg.eval_every and done % cfg.eval_every == 0 and self.evaluate
+                    and (done < cfg.steps or stop is not None)):
                 result = self.run_eval(done)
                 if stop is not None and stop(result):
                     self.stopped_at = done

@@ -48,11 +48,13 @@ def test_distill_writes_a_student_and_its_compute(teacher, tmp_path):
     assert not torch.equal(student["model.embed_tokens.weight"], start["model.embed_tokens.weight"])
 
 
-def test_stop_criterion_ends_the_run_early(teacher, tmp_path):
+@pytest.mark.parametrize("budget", [6, 3], ids=["before-the-budget", "at-the-budget"])
+def test_stop_criterion_ends_the_run_when_met(teacher, tmp_path, budget):
     out = tmp_path / "student"
-    # A gap of 2 is met at the first evaluation (accuracies lie in [0, 1]).
-    check(run_deepspeed("launch/distill.py", distill_args(teacher, out, ["--retain-gap", "2"]), nproc=2,
-                        timeout=600))
+    # A gap of 2 is met at the first evaluation, step 3 (accuracies lie in [0, 1]); with a budget of 3 that is
+    # the last step, where the criterion is still checked: the run met it, it did not run out of steps.
+    check(run_deepspeed("launch/distill.py", distill_args(teacher, out, ["--retain-gap", "2", "--steps", str(budget)]),
+                        nproc=2, timeout=600))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by_criterion"] is True and summary["steps"] == 3
     assert summary["tokens"] == 3 * 8 * 32
