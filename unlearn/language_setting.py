@@ -40,7 +40,8 @@ ONLINE = True
 # paper's 100 steps. At 40, MaxEnt's teacher (Korean CE 8.227; uniform over 4,096 ids is 8.318) gave
 # alpha-1 students that closed 0.593 / 0.562 / 0.597 of the gap on seeds 0-2 (target 0.6); at 100 steps
 # (8.269, English 4.106) 0.658 / 0.581 / 0.620. The students keep their LR (experiment.student_lr): the
-# paper's 9e-4 -> 7e-4 gave 0.584 / 0.567 on seeds 0 / 1 at 100 unlearning steps.
+# paper's 9e-4 -> 7e-4 gave 0.584 / 0.567 on seeds 0 / 1 at 100 unlearning steps. mix-train interleaves
+# pages (23% Korean tokens); the paper's 50/50 token mix, run on seed 1 from scratch, gave 0.588 (0.581).
 # "common" goes to every stage that evaluates; the cache stage (when not ONLINE) takes the row length alone.
 FULL_SEQ, QUICK_SEQ = ["--seq-len", "128"], ["--seq-len", "32"]
 SMALL_ROWS = ["--global-batch", "16", "--micro-batch", "8"]
