@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from launch_helpers import run_python, tiny_run_args
+from launch_helpers import run_python, run_python_batch, tiny_run_args
 
 from distill.launcher import REPO
 
@@ -142,14 +142,22 @@ BAD_FLAGS = [  # (the command, bad flags, what the one-line error names)
 ]
 
 
-@pytest.mark.parametrize("command,flags,message", BAD_FLAGS,
+@pytest.fixture(scope="module")
+def bad_flag_runs(tmp_path_factory):
+    """Every row of BAD_FLAGS run through its script's CLI, each in a folder of its own, in one process."""
+    folders = [tmp_path_factory.mktemp(f"bad{i}") for i in range(len(BAD_FLAGS))]
+    results = run_python_batch([command(d, flags) for d, (command, flags, _) in zip(folders, BAD_FLAGS)])
+    return list(zip(folders, results))
+
+
+@pytest.mark.parametrize("row", range(len(BAD_FLAGS)),
                          ids=[f"{c.__name__.split('_')[0]}:{' '.join(f)}" for c, f, _ in BAD_FLAGS])
-def test_bad_flags_are_one_line_and_write_nothing(tmp_path, command, flags, message):
-    script, args = command(tmp_path, flags)
-    result = run_python(script, args)
+def test_bad_flags_are_one_line_and_write_nothing(bad_flag_runs, row):
+    folder, result = bad_flag_runs[row]
+    message = BAD_FLAGS[row][2]
     assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
     assert len(result.stderr.strip().splitlines()) == 1 and "usage:" not in result.stderr, result.stderr
-    assert not (tmp_path / "out").exists()
+    assert not (folder / "out").exists()
 
 
 def test_a_corrected_command_runs_into_the_same_out(tmp_path):
