@@ -16,8 +16,8 @@ if not torch.cuda.is_available():
 
 
 def _in_use() -> set[str]:
-    """The DeepSpeed buffers some live process has mapped: another test's job (tests run in parallel) or a
-    run beside the suite. A killed job's buffers are mapped by nobody."""
+    """The DeepSpeed buffers some live process has mapped: a job running beside the suite, whose buffers a
+    test's cleanup must not take away. A killed job's buffers are mapped by nobody."""
     used = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
