@@ -74,20 +74,23 @@ def run_deepspeed(script: str, args: list[str], nproc: int, **kw) -> subprocess.
 def run_python_batch(invocations: list[tuple[str, list[str]]]) -> list[subprocess.CompletedProcess]:
     """Each (script, args) as `run_python` would run it, all in one process (tests/launch/cli_batch.py): for a
     table of invocations that stop while parsing their flags, whose cost is mostly starting Python."""
-    env = stage_env()
-    env.pop("RANK", None)
     driver = REPO / "tests" / "launch" / "cli_batch.py"
     done = subprocess.run([sys.executable, str(driver)], input=json.dumps([[str(REPO / s), a] for s, a in invocations]),
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+                          env=_python_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return [subprocess.CompletedProcess([s, *a], r["returncode"], r["stdout"], r["stderr"])
             for (s, a), r in zip(invocations, json.loads(done.stdout.splitlines()[-1]), strict=True)]
 
 
-def run_python(script: str, args: list[str]) -> subprocess.CompletedProcess:
+def _python_env() -> dict:
+    """A stage's environment without a RANK: a plain `python SCRIPT` is one process, not a rank of a job."""
     env = stage_env()
     env.pop("RANK", None)
-    return subprocess.run([sys.executable, str(REPO / script), *args], env=env, cwd=REPO,
+    return env
+
+
+def run_python(script: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *args], env=_python_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
