@@ -17,8 +17,7 @@ if not torch.cuda.is_available():
 
 
 def _mapped(paths: set[Path]) -> set[Path]:
-    """Those of `paths` that some live process has mapped: a job running beside the suite, whose buffers a
-    test's cleanup must not take away. A killed job's buffers are mapped by nobody."""
+    """Those of `paths` that some live process has mapped: a running job's. A killed job's are mapped by nobody."""
     names, used = {str(p) for p in paths}, set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         try:
@@ -29,11 +28,34 @@ def _mapped(paths: set[Path]) -> set[Path]:
     return {Path(name) for name in used}
 
 
+def _listening_ports() -> set[int]:
+    """TCP ports something listens on: a live job's rendezvous port stays open from before its rank 0 creates
+    its buffer until after every rank is done with it."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A":  # LISTEN
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _orphans(paths: set[Path]) -> set[Path]:
+    """The buffers of jobs that are gone: mapped by no process, their rendezvous port closed. Both tests matter
+    when tests run in parallel (pytest -n): a job of another worker's test may have created its buffer a moment
+    ago and not yet mapped it, but its port is open; a killed job's ranks may outlive it and still map theirs."""
+    ports = _listening_ports()
+    return {p for p in paths - _mapped(paths) if int(p.name.rsplit("_", 2)[1]) not in ports}
+
+
 @pytest.fixture(autouse=True)
 def _release_deepspeed_shm():
     before = set(shm_buffers("*", "*"))  # every job's, every rank's
     yield
     left = set(shm_buffers("*", "*")) - before
-    if left:
-        for path in left - _mapped(left):
-            path.unlink(missing_ok=True)
+    for path in _orphans(left):
+        path.unlink(missing_ok=True)
