@@ -21,6 +21,7 @@ from pathlib import Path
 
 from unlearn import language_setting
 from unlearn.capability import Capability, of_task
+from unlearn.methods import recipe as method_recipe
 from unlearn.pipeline import Stage
 
 # Budgets. Full: the settings the README's results come from. Quick: a smoke test of every stage
@@ -171,13 +172,14 @@ def build_stages(s: Settings) -> list[Stage]:
     stages = [Stage("base", "launch/pretrain.py", dirs["base"], [*s.pretrain_flags(gold=False), *b["pretrain"]]),
               Stage("gold", "launch/pretrain.py", dirs["gold"], [*s.pretrain_flags(gold=True), *b["pretrain"]])]
     for m in s.methods:
-        teacher = dirs[f"unlearned:{m}"]
+        teacher, defaults = dirs[f"unlearned:{m}"], method_recipe(m)
         stages.append(Stage(f"unlearned:{m}", "launch/unlearn.py", teacher,
-                            ["--model", str(dirs["base"]), "--method", m, *f("unlearn"), *b["unlearn"]], ["base"]))
+                            ["--model", str(dirs["base"]), "--method", m, *f("unlearn"), *b["unlearn"]], ["base"],
+                            recipe=defaults))
         for name, setting in pareto_variants(s, m):
             stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
                                                                          "--hp", setting, *f("unlearn"),
-                                                                         *b["unlearn"]], ["base"]))
+                                                                         *b["unlearn"]], ["base"], recipe=defaults))
         alphas = s.alphas_of(m)
         if not alphas:
             continue

@@ -1,7 +1,8 @@
 """The end-to-end UNDO experiment as a list of stages, each one `deepspeed` job, skipped when done.
 
-A stage is (name, script, output, arguments, upstream stages). Its key is the script, its
-arguments and the fingerprints of its upstream stages' finished outputs; `<out>/pipeline.json` keeps
+A stage is (name, script, output, arguments, upstream stages, recipe). Its key is the script, its
+arguments, its recipe (the defaults the script applies that its arguments do not show, such as an
+unlearning method's settings) and the fingerprints of its upstream stages' finished outputs; `<out>/pipeline.json` keeps
 the key each finished stage ran with. A stage whose output is finished under the same key is skipped;
 an unfinished one is started again with the same arguments, so it resumes from its own checkpoint; a
 finished one whose key changed is refused unless --overwrite is given (then it is redone, and so is
@@ -34,6 +35,13 @@ class Stage:
     out: Path
     args: list[str]
     upstream: list[str] = field(default_factory=list)
+    # Defaults the script takes that `args` leave unsaid: part of the key, so that a changed default
+    # redoes the stage rather than reusing what the old one made. Held as JSON reads it back (tuples as
+    # lists), so that it compares equal to the key recorded in pipeline.json.
+    recipe: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.recipe = json.loads(json.dumps(self.recipe))
 
     @property
     def done_file(self) -> Path:
@@ -50,7 +58,8 @@ def fingerprint(stage: Stage) -> str:
 
 
 def stage_key(stage: Stage, stages: dict[str, Stage]) -> dict:
-    return {"script": stage.script, "args": stage.args,
+    recipe = {"recipe": stage.recipe} if stage.recipe else {}  # absent when empty: older keys stay valid
+    return {"script": stage.script, "args": stage.args, **recipe,
             "upstream": {u: fingerprint(stages[u]) for u in stage.upstream}}
 
 
@@ -78,7 +87,7 @@ class Pipeline:
 
     def _own_settings_changed(self, s: Stage) -> bool:
         key = self.record.get(s.name, {}).get("key", {})
-        return (key.get("script"), key.get("args")) != (s.script, s.args)
+        return (key.get("script"), key.get("args"), key.get("recipe", {})) != (s.script, s.args, s.recipe)
 
     def check_changed(self) -> None:
         """Before running anything: name every finished stage whose own arguments changed."""

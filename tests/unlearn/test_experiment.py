@@ -35,6 +35,20 @@ def test_pareto_adds_each_other_grid_value_as_an_unlearned_model_and_its_attack(
     assert sum(n.startswith("unlearned:maxent:") for n in model_dirs(quick)) == 1
 
 
+def test_an_unlearning_stage_is_keyed_on_its_methods_defaults(monkeypatch):
+    """The unlearning stages pass no --steps or --lr (the method's own defaults apply), so those defaults
+    are the stages' recipe: a recalibrated method redoes its stages instead of reusing the old models."""
+    settings = Settings(Path("o"), ["graddiff"], [1.0], pareto=True)
+    before = {s.name: s.recipe for s in build_stages(settings)}
+    assert before["unlearned:graddiff"]["train"]["steps"] == METHODS["graddiff"].TRAIN_DEFAULTS["steps"]
+    assert before["unlearned:graddiff"]["hparams"]["retain_weight"] == METHODS["graddiff"].Hparams().retain_weight
+    assert before["unlearned:graddiff:retain_weight=30"] == before["unlearned:graddiff"]
+    monkeypatch.setitem(METHODS["graddiff"].TRAIN_DEFAULTS, "steps", 999)
+    after = {s.name: s.recipe for s in build_stages(settings)}
+    assert after["unlearned:graddiff"]["train"]["steps"] == 999
+    assert all(after[n] == r for n, r in before.items() if not n.startswith("unlearned:"))
+
+
 def test_line_adds_one_methods_students_at_its_alphas_and_leaves_the_others_at_alphas():
     plain = Settings(Path("o"), ["graddiff", "maxent"], [1.0])
     line = dataclasses.replace(plain, line={"maxent": [0.2, 1.0, 0.6]})

@@ -42,9 +42,9 @@ class FakeStages:
         (out / "summary.json").write_text(json.dumps({"args": args}))
 
 
-def stages(root, b_args=("--steps", "10")):
+def stages(root, b_args=("--steps", "10"), b_recipe=None):
     return [Stage("a", "launch/pretrain.py", root / "a", ["--steps", "5"]),
-            Stage("b", "launch/unlearn.py", root / "b", list(b_args), ["a"]),
+            Stage("b", "launch/unlearn.py", root / "b", list(b_args), ["a"], recipe=b_recipe or {"lr": 1e-4}),
             Stage("c", "launch/distill.py", root / "c", [], ["b"]),
             Stage("d", "launch/pretrain.py", root / "d", [])]
 
@@ -89,6 +89,21 @@ def test_changed_settings_are_refused_then_redone_with_everything_downstream(tmp
     assert fake.calls == []
     run(tmp_path, overwrite=True, b_args=("--steps", "20"))
     # b's settings changed; c's upstream (b's output) changed with it; a and d are untouched
+    assert fake.calls == [("b", True), ("c", True)]
+
+
+def test_a_changed_default_is_a_changed_setting(tmp_path, monkeypatch):
+    """A stage's recipe (a default its script applies, unseen in its arguments) is part of its key: the run
+    made under the old default is not reused as if it were the new one's."""
+    fake = FakeStages(monkeypatch)
+    run(tmp_path, b_recipe={"lr": 1e-4, "grid": (1, 2)})
+    fake.calls.clear()
+    run(tmp_path, b_recipe={"lr": 1e-4, "grid": (1, 2)})  # the same recipe, read back from pipeline.json
+    assert fake.calls == []
+    with pytest.raises(UserError, match=r"other settings .*b \("):
+        run(tmp_path, b_recipe={"lr": 2e-4, "grid": (1, 2)})
+    assert fake.calls == []
+    run(tmp_path, overwrite=True, b_recipe={"lr": 2e-4, "grid": (1, 2)})
     assert fake.calls == [("b", True), ("c", True)]
 
 

@@ -23,6 +23,13 @@ def get_method(name: str) -> ModuleType:
     return METHODS[name]
 
 
+def recipe(name: str) -> dict:
+    """What `launch/unlearn.py --method name` trains with when no flag says otherwise: the method's
+    training defaults and settings (the pipeline keys its unlearning stages on it)."""
+    method = get_method(name)
+    return {"train": dict(method.TRAIN_DEFAULTS), "hparams": dataclasses.asdict(method.Hparams())}
+
+
 def parse_hparams(method: ModuleType, overrides: list[str]):
     """The method's Hparams with `key=value` overrides, typed like the defaults and checked as each field
     declares (`distill.knobs`); unknown keys refused."""
