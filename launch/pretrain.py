@@ -21,12 +21,10 @@ from distill.ce_objective import add_loss_head_arg, causal_lm_loss, uses_fused_h
 from distill.cli import Parser, add_train_args, deepspeed_config, run_main, train_config
 from distill.dist import init_distributed
 from distill.ds_config import load_ds_config
-from distill.engine import TrainConfig, Trainer
+from distill.engine import Trainer
 from distill.models import build_model, check_tokenizer_matches, model_config
+from unlearn.experiment import PRETRAIN_DEFAULTS as DEFAULTS  # the experiment keys its stages on them
 from unlearn.tasks import add_task_args
-
-DEFAULTS = TrainConfig(steps=1500, global_batch=32, micro_batch=16, lr=2e-3, min_lr=2e-4,
-                       eval_every=250, save_every=250)
 
 
 def parse_args(argv=None):
