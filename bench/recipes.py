@@ -19,6 +19,7 @@ The last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -47,17 +48,28 @@ def run_seed(out: Path, seed: int, methods: list[str], nproc: int, jobs: int, pe
 
 def rescore(path: Path, model: Path, per_format: int) -> dict:
     """launch/evaluate.py's scores of `model` on `per_format` problems per operation and format (reused
-    when a finished scoring of the same model at the same size is on disk)."""
+    when a finished scoring of these very weights at the same size is on disk: a model redone under a new
+    recipe is scored again)."""
+    weights = weights_digest(model)
     if path.is_file():
         scores = json.loads(path.read_text())
-        if set(scores["counts"].values()) == {per_format}:
+        if set(scores["counts"].values()) == {per_format} and scores.get("weights_sha256") == weights:
             return scores
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     subprocess.run([sys.executable, "launch/evaluate.py", "--model", str(model), "--out", str(tmp), "--device", "cpu",
                     "--per-format", str(per_format)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    scores = {**json.loads(tmp.read_text()), "weights_sha256": weights}
+    tmp.write_text(json.dumps(scores, indent=1))
     tmp.replace(path)
-    return json.loads(path.read_text())
+    return scores
+
+
+def weights_digest(model: Path) -> str:
+    digest = hashlib.sha256()
+    for part in sorted(model.glob("*.safetensors")):
+        digest.update(part.read_bytes())
+    return digest.hexdigest()
 
 
 def verdicts(name: str, entry: dict, base: dict) -> dict[str, tuple[float, bool]]:
