@@ -11,8 +11,11 @@ everything downstream, whose upstream fingerprints change with it).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import queue
 import re
 import threading
@@ -25,6 +28,7 @@ from distill.launcher import run_stage
 from distill.rundir import SUMMARY, write_json
 
 PIPELINE = "pipeline.json"
+LOCK = "pipeline.lock"
 BAR = re.compile(r"\|[\u2588-\u258f ]*\|")  # a progress bar's drawing, left out of progress lines
 
 
@@ -108,6 +112,30 @@ class Pipeline:
         return direct.union(*(self.downstream(d) for d in direct))
 
     def run(self) -> None:
+        with self._exclusive():
+            self._run()
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Hold OUT/pipeline.lock while running: a second pipeline on the same directory would start the
+        same unfinished stages again beside the first, two jobs writing one output. The lock is the
+        kernel's (flock), so a killed pipeline leaves none behind."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / LOCK, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                raise UserError(f"{self.out}: another pipeline is running in it (pid {holder}); wait for it to "
+                                "end, or choose another --out") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+
+    def _run(self) -> None:
         self.check_changed()
         pending, running = list(self.stages.values()), {}  # running: {name: (stage, key, start time)}
         finished: queue.Queue = queue.Queue()

@@ -107,6 +107,21 @@ def test_a_changed_default_is_a_changed_setting(tmp_path, monkeypatch):
     assert fake.calls == [("b", True), ("c", True)]
 
 
+def test_a_second_pipeline_on_a_running_ones_directory_is_refused(tmp_path, monkeypatch):
+    """Both would start the same unfinished stage, two jobs writing one output."""
+    fake = FakeStages(monkeypatch, seconds=0.5)
+    first = threading.Thread(target=run, args=(tmp_path,))
+    first.start()
+    while not fake.events:
+        time.sleep(0.01)
+    with pytest.raises(UserError, match=r"another pipeline is running in it \(pid \d+\)"):
+        run(tmp_path)
+    first.join()
+    assert [c for c, _ in fake.calls] == ["a", "b", "c", "d"]  # the first ran each stage once, alone
+    run(tmp_path)  # once it has ended the directory is free again
+    assert len(fake.calls) == 4
+
+
 def test_outputs_not_made_by_the_pipeline_are_not_taken_over(tmp_path, monkeypatch):
     FakeStages(monkeypatch)
     (tmp_path / "a").mkdir(parents=True)
