@@ -2,11 +2,12 @@
 
 A stage is (name, script, output, arguments, upstream stages, recipe). Its key is the script, its
 arguments, its recipe (the defaults the script applies that its arguments do not show, such as an
-unlearning method's settings) and the fingerprints of its upstream stages' finished outputs; `<out>/pipeline.json` keeps
-the key each finished stage ran with. A stage whose output is finished under the same key is skipped;
-an unfinished one is started again with the same arguments, so it resumes from its own checkpoint; a
-finished one whose key changed is refused unless --overwrite is given (then it is redone, and so is
-everything downstream, whose upstream fingerprints change with it).
+unlearning method's settings) and the fingerprints of its upstream stages' finished outputs;
+`<out>/pipeline.json` keeps the key each finished stage ran with. A stage whose output is finished under
+the same key is skipped; an unfinished one is started again with the same arguments, so it resumes from
+its own checkpoint; a finished one whose key changed is refused unless --overwrite is given (then it is
+redone, and so is everything downstream, whose upstream fingerprints change with it). One pipeline at a
+time runs in a directory (`<out>/pipeline.lock`).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Pipeline:
         return (key.get("script"), key.get("args"), key.get("recipe", {})) != (s.script, s.args, s.recipe)
 
     def check_changed(self) -> None:
-        """Before running anything: name every finished stage whose own arguments changed."""
+        """Before running anything: name every finished stage whose own arguments or recipe changed."""
         changed = [s for s in self.stages.values() if s.done_file.exists() and self._own_settings_changed(s)]
         if changed and not self.overwrite:
             names = ", ".join(f"{s.name} ({s.out})" for s in changed)
