@@ -19,7 +19,6 @@ The last line is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, as in launch/
 
+from distill.cache.fingerprint import teacher_fingerprint
 from distill.knobs import at_least, checked, listed, non_negative
 from unlearn.experiment import Settings, build_stages, model_dirs
 from unlearn.methods import METHODS
@@ -50,26 +50,19 @@ def rescore(path: Path, model: Path, per_format: int) -> dict:
     """launch/evaluate.py's scores of `model` on `per_format` problems per operation and format (reused
     when a finished scoring of these very weights at the same size is on disk: a model redone under a new
     recipe is scored again)."""
-    weights = weights_digest(model)
+    model_id = teacher_fingerprint(model)  # its config and the bytes of its weights
     if path.is_file():
         scores = json.loads(path.read_text())
-        if set(scores["counts"].values()) == {per_format} and scores.get("weights_sha256") == weights:
+        if set(scores["counts"].values()) == {per_format} and scores.get("model_fingerprint") == model_id:
             return scores
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     subprocess.run([sys.executable, "launch/evaluate.py", "--model", str(model), "--out", str(tmp), "--device", "cpu",
                     "--per-format", str(per_format)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    scores = {**json.loads(tmp.read_text()), "weights_sha256": weights}
+    scores = {**json.loads(tmp.read_text()), "model_fingerprint": model_id}
     tmp.write_text(json.dumps(scores, indent=1))
     tmp.replace(path)
     return scores
-
-
-def weights_digest(model: Path) -> str:
-    digest = hashlib.sha256()
-    for part in sorted(model.glob("*.safetensors")):
-        digest.update(part.read_bytes())
-    return digest.hexdigest()
 
 
 def verdicts(name: str, entry: dict, base: dict) -> dict[str, tuple[float, bool]]:

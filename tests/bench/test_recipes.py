@@ -26,6 +26,7 @@ def test_a_model_redone_under_a_new_recipe_is_scored_again(tmp_path, monkeypatch
     monkeypatch.setattr(bench.subprocess, "run", fake_evaluate)
     model, scores = tmp_path / "unlearned-graddiff", tmp_path / "eval" / "unlearned-graddiff.json"
     model.mkdir()
+    (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_bytes(b"40 steps")
     first = bench.rescore(scores, model, per_format=4)
     assert bench.rescore(scores, model, per_format=4) == first and len(calls) == 1  # same weights: reused
