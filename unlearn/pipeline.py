@@ -62,10 +62,14 @@ def fingerprint(stage: Stage) -> str:
     return hashlib.sha256(stage.done_file.read_bytes()).hexdigest()[:16]
 
 
-def stage_key(stage: Stage, stages: dict[str, Stage]) -> dict:
+def own_settings(stage: Stage) -> dict:
+    """The part of a stage's key that is its own (not its inputs'): script, arguments and recipe."""
     recipe = {"recipe": stage.recipe} if stage.recipe else {}  # absent when empty: older keys stay valid
-    return {"script": stage.script, "args": stage.args, **recipe,
-            "upstream": {u: fingerprint(stages[u]) for u in stage.upstream}}
+    return {"script": stage.script, "args": stage.args, **recipe}
+
+
+def stage_key(stage: Stage, stages: dict[str, Stage]) -> dict:
+    return {**own_settings(stage), "upstream": {u: fingerprint(stages[u]) for u in stage.upstream}}
 
 
 class Pipeline:
@@ -92,7 +96,7 @@ class Pipeline:
 
     def _own_settings_changed(self, s: Stage) -> bool:
         key = self.record.get(s.name, {}).get("key", {})
-        return (key.get("script"), key.get("args"), key.get("recipe", {})) != (s.script, s.args, s.recipe)
+        return {k: v for k, v in key.items() if k != "upstream"} != own_settings(s)
 
     def check_changed(self) -> None:
         """Before running anything: name every finished stage whose own arguments or recipe changed."""
