@@ -38,7 +38,8 @@ def _listening_ports() -> set[int]:
         except OSError:
             continue
         for row in rows:
-            local, state = row.split()[1], row.split()[3]
+            fields = row.split()
+            local, state = fields[1], fields[3]
             if state == "0A":  # LISTEN
                 ports.add(int(local.rsplit(":", 1)[1], 16))
     return ports
