@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn.experiment import Settings, build_stages, model_dirs
+from unlearn.experiment import GOLD_STEPS, PRETRAIN_DEFAULTS, Settings, build_stages, model_dirs
 from unlearn.methods import METHODS
 
 
@@ -78,6 +78,18 @@ def test_a_students_lr_grows_with_alpha_and_the_fresh_students_stays_2e_3():
     assert lrs("undo:maxent:alpha=0.2") == pytest.approx((4e-4, 4e-5))
     args = stages["undo:maxent:alpha=1"].args
     assert args[args.index("--lr"):args.index("--lr") + 4] == ["--lr", "2e-3", "--min-lr", "2e-4"]  # key unchanged
+
+
+def test_gold_pretrains_longer_than_base_at_full_budgets_and_alike_at_quick_ones():
+    def steps(stage):  # the last --steps wins, as in argparse; none: the script's default
+        given = [stage.args[i + 1] for i, a in enumerate(stage.args) if a == "--steps"]
+        return int(given[-1]) if given else PRETRAIN_DEFAULTS.steps
+
+    full = {s.name: s for s in build_stages(Settings(Path("o"), ["maxent"], []))}
+    assert steps(full["gold"]) == GOLD_STEPS > steps(full["base"]) == PRETRAIN_DEFAULTS.steps
+    assert "--filter-forget" in full["gold"].args and "--filter-forget" not in full["base"].args
+    quick = {s.name: s for s in build_stages(Settings(Path("o"), ["maxent"], [], quick=True))}
+    assert steps(quick["gold"]) == steps(quick["base"]) < PRETRAIN_DEFAULTS.steps
 
 
 def test_oracle_matching_distils_gold_into_base_and_into_a_fresh_init_for_the_whole_budget():
