@@ -1,7 +1,7 @@
 """The whole UNDO experiment in one command: on the arithmetic testbed (what `make demo` runs), or in the
 language setting (English kept, Korean forgotten).
 
-    python launch/undo.py --out runs            # full budgets: ~25 min on 2 CPU cores
+    python launch/undo.py --out runs            # full budgets: ~35 min on 2 CPU cores
     python launch/undo.py --out /tmp/q --quick  # every stage at smoke-test budgets (a few minutes)
     python launch/undo.py --out runs/seeds --seeds 0,1,2   # once per seed; mean and spread in report.md
     python launch/undo.py --out runs/pareto --methods graddiff,maxent,rmu,npo,simnpo,sam,repnoise \\
