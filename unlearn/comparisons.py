@@ -62,7 +62,8 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float] |
     return slope, intercept, (1.0 - sse / sst) if sst > 0 else 1.0
 
 
-def _monotone(values: list[float], rising: bool) -> bool:
+def monotone(values: list[float], rising: bool) -> bool:
+    """In order (ties allowed) and not flat from end to end."""
     pairs = list(zip(values, values[1:]))
     if not pairs:
         return False
@@ -85,8 +86,8 @@ def alpha_line(results: Mapping, m: str) -> dict | None:
     return {"alphas": alphas, "steps": steps, "flops": flops if have_flops else None, "areas": areas,
             "fit_steps": linear_fit([float(s) for s in steps], areas),
             "fit_flops": linear_fit([float(f) for f in flops], areas) if have_flops else None,
-            "steps_rise": _monotone([float(s) for s in steps], rising=True),
-            "robustness_grows": _monotone(areas, rising=not cap.higher_is_capable)}
+            "steps_rise": monotone([float(s) for s in steps], rising=True),
+            "robustness_grows": monotone(areas, rising=not cap.higher_is_capable)}
 
 
 def attack_steps(results: Mapping) -> list[int]:

@@ -2,7 +2,9 @@
 
     {"seeds": [0, 1, 2], "per_seed": {"0": results, ...},
      "summary": {model: {metric: {"mean", "std", "n"}}, ...},
-     "checks": [{"check", "passed_on", "seeds"}]}
+     "checks": [{"check", "passed_on", "seeds"}],
+     "alpha_lines": {method: {"alphas", "steps", "areas", "fit_steps", "steps_rise", "robustness_grows",
+                              "steps_rise_on", "robustness_grows_on"}}}
 
 std is the sample standard deviation over the seeds that have the value (0 for one seed). A student's
 "budget_stops" counts the seeds on which it ran out of steps before its stop criterion.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping
 
+from unlearn import comparisons, plots
 from unlearn.capability import ACCURACY, Capability, capability_of
 from unlearn.plots import area_of
 from unlearn.report import acceptance_checks, gap_of
@@ -59,7 +62,46 @@ def aggregate(per_seed: Mapping[int, Mapping]) -> dict:
                 checks[check["check"]].append(seed)
     return {"seeds": list(per_seed), "metrics": list(metric_names(cap)),
             "per_seed": {str(k): v for k, v in per_seed.items()}, "summary": summary,
-            "checks": [{"check": c, "passed_on": seeds, "seeds": len(per_seed)} for c, seeds in checks.items()]}
+            "checks": [{"check": c, "passed_on": seeds, "seeds": len(per_seed)} for c, seeds in checks.items()],
+            "alpha_lines": alpha_lines(per_seed)}
+
+
+def alpha_lines(per_seed: Mapping[int, Mapping]) -> dict[str, dict]:
+    """Per method with students at two or more alphas on every seed: at each alpha they all share, the
+    steps to criterion and the relearning area (mean and spread over the seeds); the fit of area on steps
+    over every seed's points; whether the mean steps rise and the mean robustness grows with alpha, and on
+    which seeds each held alone. Two neighbouring alphas can swap order on one seed within the attack's
+    spread; the trend is the claim, and the means over seeds are its estimate."""
+    runs = dict(per_seed)
+    if not runs:
+        return {}
+    cap = capability_of(next(iter(runs.values())))
+    out = {}
+    for m in dict.fromkeys(m for r in runs.values() for m in plots.methods(r)):
+        lines = {seed: comparisons.alpha_line(r, m) for seed, r in runs.items()}
+        if any(line is None for line in lines.values()):
+            continue
+        alphas = sorted(set.intersection(*(set(line["alphas"]) for line in lines.values())))
+        if len(alphas) >= 2:
+            out[m] = _line_over_seeds(lines, alphas, cap)
+    return out
+
+
+def _line_over_seeds(lines: Mapping[int, Mapping], alphas: list[float], cap: Capability) -> dict:
+    steps, areas = _by_alpha(lines, alphas, "steps"), _by_alpha(lines, alphas, "areas")
+    points = [(s, y) for ss, ys in zip(steps, areas) for s, y in zip(ss, ys)]
+    return {"alphas": alphas, "steps": [mean_std(s) for s in steps], "areas": [mean_std(y) for y in areas],
+            "fit_steps": comparisons.linear_fit([s for s, _ in points], [y for _, y in points]),
+            "steps_rise": comparisons.monotone([statistics.mean(s) for s in steps], rising=True),
+            "robustness_grows": comparisons.monotone([statistics.mean(y) for y in areas],
+                                                     rising=not cap.higher_is_capable),
+            "steps_rise_on": [seed for seed, line in lines.items() if line["steps_rise"]],
+            "robustness_grows_on": [seed for seed, line in lines.items() if line["robustness_grows"]]}
+
+
+def _by_alpha(lines: Mapping[int, Mapping], alphas: list[float], key: str) -> list[list[float]]:
+    """Per alpha, each seed's value of `key` in its alpha line."""
+    return [[float(line[key][line["alphas"].index(a)]) for line in lines.values()] for a in alphas]
 
 
 def seeds_markdown(agg: Mapping, command: str) -> str:
@@ -74,4 +116,20 @@ def seeds_markdown(agg: Mapping, command: str) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if stops is None else stops} |")
     lines += ["", "## Acceptance checks (seeds passing / seeds)", ""]
     lines += [f"- {len(c['passed_on'])}/{c['seeds']} {c['check']}" for c in agg["checks"]]
+    if agg.get("alpha_lines"):
+        lines += ["", "## The alpha line over seeds", ""]
+        lines += [_alpha_line_text(m, line, len(seeds)) for m, line in agg["alpha_lines"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _alpha_line_text(m: str, line: Mapping, n_seeds: int) -> str:
+    at = "; ".join(f"{a:g}: {s['mean']:,.0f} ± {s['std']:,.0f} steps, area {y['mean']:.3f} ± {y['std']:.3f}"
+                   for a, s, y in zip(line["alphas"], line["steps"], line["areas"]))
+    text = f"- **{m}** (mean ± spread over the seeds; {at}). "
+    if line["fit_steps"]:
+        slope, intercept, r2 = line["fit_steps"]
+        text += f"Every seed's points: area = {intercept:.3f} {slope:+.3g} per step, R^2 {r2:.3f}. "
+    yes = {True: "yes", False: "no"}
+    return text + (f"On the means, steps to criterion rise with alpha: {yes[line['steps_rise']]} "
+                   f"({len(line['steps_rise_on'])}/{n_seeds} seeds alone); robustness grows with alpha: "
+                   f"{yes[line['robustness_grows']]} ({len(line['robustness_grows_on'])}/{n_seeds} seeds alone).")
