@@ -48,7 +48,8 @@ def with_line(results, line):
     for alpha, (steps, area) in line.items():
         models[f"undo:maxent:alpha={alpha:g}"] = {
             "retain_accuracy": 0.47, "forget_accuracy": area, "method": "maxent", "alpha": alpha,
-            "teacher": "unlearned:maxent", "compute": {"stage": "distill", "steps": steps, "stopped_by_criterion": True},
+            "teacher": "unlearned:maxent",
+            "compute": {"stage": "distill", "steps": steps, "stopped_by_criterion": True},
             "relearn": {"steps": [0, 50, 100], "forget_accuracy": [area] * 3, "best_lr": [None, 1e-3, 1e-3],
                         "area": area}}
     return {**results, "models": models}
