@@ -72,13 +72,12 @@ def alpha_lines(per_seed: Mapping[int, Mapping]) -> dict[str, dict]:
     over every seed's points; whether the mean steps rise and the mean robustness grows with alpha, and on
     which seeds each held alone. Two neighbouring alphas can swap order on one seed within the attack's
     spread; the trend is the claim, and the means over seeds are its estimate."""
-    runs = dict(per_seed)
-    if not runs:
+    if not per_seed:
         return {}
-    cap = capability_of(next(iter(runs.values())))
+    cap = capability_of(next(iter(per_seed.values())))
     out = {}
-    for m in dict.fromkeys(m for r in runs.values() for m in plots.methods(r)):
-        lines = {seed: comparisons.alpha_line(r, m) for seed, r in runs.items()}
+    for m in dict.fromkeys(m for r in per_seed.values() for m in plots.methods(r)):
+        lines = {seed: comparisons.alpha_line(r, m) for seed, r in per_seed.items()}
         if any(line is None for line in lines.values()):
             continue
         alphas = sorted(set.intersection(*(set(line["alphas"]) for line in lines.values())))
@@ -90,10 +89,11 @@ def alpha_lines(per_seed: Mapping[int, Mapping]) -> dict[str, dict]:
 def _line_over_seeds(lines: Mapping[int, Mapping], alphas: list[float], cap: Capability) -> dict:
     steps, areas = _by_alpha(lines, alphas, "steps"), _by_alpha(lines, alphas, "areas")
     points = [(s, y) for ss, ys in zip(steps, areas) for s, y in zip(ss, ys)]
-    return {"alphas": alphas, "steps": [mean_std(s) for s in steps], "areas": [mean_std(y) for y in areas],
+    mean_steps, mean_areas = [mean_std(s) for s in steps], [mean_std(y) for y in areas]
+    return {"alphas": alphas, "steps": mean_steps, "areas": mean_areas,
             "fit_steps": comparisons.linear_fit([s for s, _ in points], [y for _, y in points]),
-            "steps_rise": comparisons.monotone([statistics.mean(s) for s in steps], rising=True),
-            "robustness_grows": comparisons.monotone([statistics.mean(y) for y in areas],
+            "steps_rise": comparisons.monotone([s["mean"] for s in mean_steps], rising=True),
+            "robustness_grows": comparisons.monotone([y["mean"] for y in mean_areas],
                                                      rising=not cap.higher_is_capable),
             "steps_rise_on": [seed for seed, line in lines.items() if line["steps_rise"]],
             "robustness_grows_on": [seed for seed, line in lines.items() if line["robustness_grows"]]}
