@@ -23,10 +23,26 @@ def deepspeed_bin() -> str:
     return found
 
 
-def deepspeed_command(script: str, args: list[str], nproc: int) -> list[str]:
-    """`deepspeed --num_gpus N script args` on a free rendezvous port (runs may overlap)."""
-    return [deepspeed_bin(), "--num_gpus", str(nproc), "--master_port", str(free_port()),
-            str(REPO / script), *args]
+LAUNCHERS = ("deepspeed", "local")
+
+
+def launcher_choice(launcher: str | None = None) -> str:
+    """`launcher`, else UNDO_LAUNCHER, else "deepspeed": the documented `deepspeed` launcher, or "local",
+    `distill/local_launch.py`, which starts one machine's ranks with the same environment about 5 s sooner."""
+    choice = launcher or os.environ.get("UNDO_LAUNCHER") or "deepspeed"
+    if choice not in LAUNCHERS:
+        raise ValueError(f"UNDO_LAUNCHER={choice!r}: expected one of {', '.join(LAUNCHERS)}")
+    return choice
+
+
+def deepspeed_command(script: str, args: list[str], nproc: int, launcher: str | None = None) -> list[str]:
+    """The command that runs `script args` as a job of `nproc` ranks on this machine, on a free rendezvous
+    port (runs may overlap): `deepspeed --num_gpus N ...`, or the local launcher (`launcher_choice`)."""
+    port = str(free_port())
+    if launcher_choice(launcher) == "local":
+        return [sys.executable, str(REPO / "distill" / "local_launch.py"), "--nproc", str(nproc),
+                "--master_port", port, str(REPO / script), *args]
+    return [deepspeed_bin(), "--num_gpus", str(nproc), "--master_port", port, str(REPO / script), *args]
 
 
 def stage_env() -> dict:

@@ -66,8 +66,11 @@ def sgd_updates(start: dict, a: dict, b: dict, steps: int) -> dict[str, tuple[fl
     return out
 
 
-def run_deepspeed(script: str, args: list[str], nproc: int, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(deepspeed_command(script, args, nproc), env=stage_env(), cwd=REPO,
+def run_deepspeed(script: str, args: list[str], nproc: int, launcher: str | None = None,
+                  **kw) -> subprocess.CompletedProcess:
+    """`script args` as a job of `nproc` ranks: under the suite's launcher (tests/conftest.py: the local one),
+    or `launcher="deepspeed"` for the documented `deepspeed` command."""
+    return subprocess.run(deepspeed_command(script, args, nproc, launcher), env=stage_env(), cwd=REPO,
                           capture_output=True, text=True, **kw)
 
 

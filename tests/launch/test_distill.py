@@ -36,7 +36,7 @@ def test_distill_writes_a_student_and_its_compute(teacher, tmp_path):
     out = tmp_path / "student"
     # A negative gap can never be met: the run goes to its step budget.
     check(run_deepspeed("launch/distill.py", distill_args(teacher, out, ["--alpha", "0.5", "--retain-gap", "-2"]),
-                        nproc=2, timeout=600))
+                        nproc=2, launcher="deepspeed", timeout=600))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by_criterion"] is False and summary["steps"] == 6
     assert summary["tokens"] == 6 * 8 * 32  # packed rows: every position counts

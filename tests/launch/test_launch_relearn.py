@@ -20,7 +20,7 @@ def attack_args(model, out, extra=()):
 def test_attack_writes_curves_and_resumes_only_unfinished_runs(tmp_path):
     model = save_tiny_model(tmp_path / "model")
     out = tmp_path / "attack.json"
-    check(run_deepspeed("launch/relearn.py", attack_args(model, out), nproc=2, timeout=600))
+    check(run_deepspeed("launch/relearn.py", attack_args(model, out), nproc=2, launcher="deepspeed", timeout=600))
     result = json.loads(out.read_text())
     assert result["steps"] == [0, 2, 4] and result["best_lr"][0] is None
     by_lr = result["by_lr"]

@@ -20,9 +20,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
-    """The reference: 2 ranks, micro-batch 4, no accumulation, run uninterrupted."""
+    """The reference: 2 ranks, micro-batch 4, no accumulation, run uninterrupted, under the `deepspeed` launcher
+    as the README runs it."""
     out = tmp_path_factory.mktemp("runs") / "two"
-    check(run_deepspeed("launch/pretrain.py", tiny_run_args(out, micro=4), nproc=2, timeout=600))
+    check(run_deepspeed("launch/pretrain.py", tiny_run_args(out, micro=4), nproc=2, launcher="deepspeed",
+                        timeout=600))
     return out
 
 
