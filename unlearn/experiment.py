@@ -99,6 +99,10 @@ class Settings:
             return language_setting.task_flags(kind, self.data, self.quick)
         return []
 
+    def method_flags(self, method: str) -> list[str]:
+        """A method's own unlearning flags in this setting: none for arithmetic, language's UNLEARN_LR."""
+        return language_setting.unlearn_flags(method) if self.setting == "language" else []
+
     @property
     def online(self) -> bool:
         """Students read their teacher's outputs online rather than from a cache (language_setting.ONLINE)."""
@@ -189,12 +193,13 @@ def build_stages(s: Settings) -> list[Stage]:
     for m in s.methods:
         teacher, defaults = dirs[f"unlearned:{m}"], method_recipe(m)
         stages.append(Stage(f"unlearned:{m}", "launch/unlearn.py", teacher,
-                            ["--model", str(dirs["base"]), "--method", m, *f("unlearn"), *b["unlearn"]], ["base"],
-                            recipe=defaults))
+                            ["--model", str(dirs["base"]), "--method", m, *f("unlearn"), *b["unlearn"],
+                             *s.method_flags(m)], ["base"], recipe=defaults))
         for name, setting in pareto_variants(s, m):
             stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
                                                                          "--hp", setting, *f("unlearn"),
-                                                                         *b["unlearn"]], ["base"], recipe=defaults))
+                                                                         *b["unlearn"], *s.method_flags(m)],
+                                  ["base"], recipe=defaults))
         alphas = s.alphas_of(m)
         if not alphas:
             continue

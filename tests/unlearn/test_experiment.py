@@ -152,3 +152,22 @@ def test_language_students_read_their_teacher_online_and_no_cache_is_made(tmp_pa
     assert stages["undo:maxent:alpha=1"].upstream == ["unlearned:maxent"]
     assert sorted(stages["oracle:base-init"].upstream) == ["base", "gold"]
     assert stages["oracle:fresh-init"].upstream == ["gold"]
+
+
+def test_language_unlearning_takes_its_own_lr_only_for_the_methods_that_have_one(tmp_path):
+    from unlearn.language_setting import FILES, UNLEARN_LR
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in FILES:
+        (data / f"{name}.jsonl").write_text('{"text": "x"}\n')
+    s = Settings(tmp_path / "o", ["maxent", "graddiff"], [], setting="language", data=data, tokenizer=tmp_path / "t",
+                 pareto=True)
+    stages = {st.name: st for st in build_stages(s)}
+    maxent = [st for name, st in stages.items() if name.startswith("unlearned:maxent")]
+    assert len(maxent) > 1  # the --pareto variants too
+    for st in maxent:
+        assert st.args[st.args.index("--lr") + 1] == UNLEARN_LR["maxent"] == "1e-3"
+    assert all("--lr" not in st.args for name, st in stages.items() if name.startswith("unlearned:graddiff"))
+    arithmetic = {st.name: st for st in build_stages(Settings(tmp_path / "a", ["maxent"], []))}
+    assert "--lr" not in arithmetic["unlearned:maxent"].args  # the method's default there
