@@ -21,9 +21,7 @@ import statistics
 import subprocess
 import time
 
-from distill.launcher import REPO, deepspeed_command, stage_env
-
-LAUNCHERS = ("deepspeed", "local")
+from distill.launcher import LAUNCHERS, REPO, deepspeed_command, stage_env
 
 
 def rank_job() -> None:

@@ -40,16 +40,16 @@ ONLINE = True
 # paper's 100 steps (at UNLEARN_LR below). At MaxEnt's default LR (3e-4) and 40 steps its teacher (Korean CE
 # 8.227; uniform over 4,096 ids is 8.318) gave alpha-1 students that closed 0.593 / 0.562 / 0.597 of the
 # gap on seeds 0-2 (target 0.6); at 100 steps (8.269, English 4.106) 0.658 / 0.581 / 0.620. The students
-# keep their LR (experiment.student_lr): the
-# paper's 9e-4 -> 7e-4 gave 0.584 / 0.567 on seeds 0 / 1 at 100 unlearning steps. mix-train interleaves
-# pages (23% Korean tokens); the paper's 50/50 token mix, run on seed 1 from scratch, gave 0.588 (0.581).
-# "common" goes to every stage that evaluates; the cache stage (when not ONLINE) takes the row length alone.
+# keep their LR (experiment.student_lr): the paper's 9e-4 -> 7e-4 gave 0.584 / 0.567 on seeds 0 / 1 at 100
+# unlearning steps. mix-train interleaves pages (23% Korean tokens); the paper's 50/50 token mix, run on
+# seed 1 from scratch, gave 0.588 (0.581).
 # A method's constant unlearning LR in this setting, where it differs from the method's default (picked, as
 # the paper picks each method's, by trying more than one): MaxEnt at 1e-3 rather than 3e-4 leaves a teacher
 # flatter on Korean (seed 1: CE 8.310 against 8.269) and better at English (3.931 against 4.106 for base's
 # 4.305), and its alpha-1 student closed 0.694 of the gap on seed 1 against 0.581 (the README has all
 # three seeds). The other methods were not tuned here and keep their defaults.
 UNLEARN_LR = {"maxent": "1e-3"}
+# "common" goes to every stage that evaluates; the cache stage (when not ONLINE) takes the row length alone.
 FULL_SEQ, QUICK_SEQ = ["--seq-len", "128"], ["--seq-len", "32"]
 SMALL_ROWS = ["--global-batch", "16", "--micro-batch", "8"]
 FULL = {
