@@ -13,6 +13,10 @@ TORCH_CPU ?= torch==2.13.0
 
 # CPU ranks for DeepSpeed on a machine without a GPU; a GPU machine keeps its own accelerator.
 export DS_ACCELERATOR ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+# DeepSpeed compiles its CPU ops (CPU Adam, shared-memory collectives) on first use into one directory
+# per user by default; two checkouts' venvs sharing it rebuild each other's ops (a minute or more) at
+# every switch. One directory per venv builds them once.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: demo test install lint clean
 
