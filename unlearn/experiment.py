@@ -44,7 +44,7 @@ FULL = {
     "relearn": ["--lrs", "1e-4,3e-4,1e-3,3e-3", "--steps", "100", "--eval-every", "20", "--eval-per-op", "100"],
 }
 QUICK = {
-    "pretrain": ["--steps", "120", "--eval-every", "0", "--save-every", "60", "--final-eval-per-format", "10"],
+    "pretrain": ["--steps", "30", "--eval-every", "0", "--save-every", "15", "--final-eval-per-format", "10"],
     "unlearn": ["--steps", "6", "--final-eval-per-format", "10", "--eval-per-format", "4"],
     "precompute": ["--rows", "2048", "--records-per-shard", "512"],  # 2 shards per rank
     "distill": ["--steps", "40", "--eval-every", "20", "--save-every", "20", "--eval-per-format", "10",
