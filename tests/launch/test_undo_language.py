@@ -1,5 +1,7 @@
 """`launch/undo.py --setting language --quick --oracle-matching` end to end on tiny text the test writes:
-every stage a `--task text` command on 2 ZeRO-3 ranks, the report on cross-entropy, then skipped on rerun."""
+every stage a `--task text` command, the report on cross-entropy, then skipped on rerun. Its stages run on
+one ZeRO-3 rank: each is overhead-bound here, and their two-rank runs are in test_launch_text_task.py (the
+arithmetic pipeline, tests/launch/test_undo.py, runs on two)."""
 
 import json
 import math
@@ -32,7 +34,7 @@ def language_data(d):
 
 def undo(out, data, *extra):
     return subprocess.run([sys.executable, str(REPO / "launch/undo.py"), "--setting", "language", "--language-data",
-                           str(data), "--out", str(out), "--quick", *extra],
+                           str(data), "--out", str(out), "--quick", "--nproc", "1", *extra],
                           env=stage_env(), cwd=REPO, capture_output=True, text=True, timeout=1200)
 
 
