@@ -23,6 +23,7 @@ STYLE = {
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
 }
 MARKERS = "osD^v<>"  # one per method: colours already encode the kind of model
+MAX_COLUMNS = 4  # panels per row: the seven methods of a comparison in one row are too wide to read
 COMPUTE_COLOUR = "tab:green"
 AREA_COLOUR = "tab:purple"
 
@@ -128,11 +129,11 @@ def plot_alpha_tradeoff(results: Mapping, path: Path) -> Path:
     models = results.get("models") or {}
     ms = [m for m in methods(results) if students_of(models, m)]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, max(len(ms), 1), figsize=(5.4 * max(len(ms), 1), 3.8), squeeze=False)
-        for ax, m in zip(axes[0], ms):
+        fig, axes = panel_grid(len(ms), 5.4, 3.8)
+        for ax, m in zip(axes, ms):
             _tradeoff_panel(ax, models, m, capability_of(results))
         if not ms:
-            _no_data(axes[0][0])
+            _no_data(axes[0])
         fig.tight_layout()
         return _save(fig, path)
 
@@ -166,6 +167,24 @@ def _tradeoff_panel(ax, models: Mapping, method: str, cap: Capability) -> None:
     handles, labels = (a + b for a, b in zip(ax.get_legend_handles_labels(), twin.get_legend_handles_labels()))
     if handles:  # below the panel: inside, it would hide points at either axis's top
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def panel_grid(n: int, width: float, height: float, **kw) -> tuple:
+    """A figure of `n` panels (at least one), `width` x `height` inches each, at most MAX_COLUMNS a row, and
+    its panels in reading order; the empty cells of the last row are hidden."""
+    n = max(n, 1)
+    columns = min(n, MAX_COLUMNS)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False, **kw)
+    cells = list(axes.flat)
+    for ax in cells[n:]:
+        ax.set_visible(False)
+    return fig, cells[:n]
+
+
+def first_in_row(axes: list) -> list:
+    """The panels of `panel_grid` that start a row: the ones that carry a shared y label."""
+    return axes[::MAX_COLUMNS]
 
 
 def _legend_outside(ax) -> None:
