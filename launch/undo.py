@@ -6,8 +6,8 @@ language setting (English kept, Korean forgotten).
     python launch/undo.py --out runs/seeds --seeds 0,1,2   # once per seed; mean and spread in report.md
     python launch/undo.py --out runs/pareto --methods graddiff,maxent,rmu,npo,simnpo,sam,repnoise \\
         --alphas 0.2,0.4,0.6,0.8,1 --pareto               # the paper's comparisons: method grid, alpha line, frontier
-    python launch/undo.py --out runs/compare --methods graddiff,maxent,rmu,sam,repnoise --alphas 1 \\
-        --line maxent=0.2,0.4,0.6,0.8 --pareto      # the same comparisons, the alpha line for MaxEnt only
+    python launch/undo.py --out runs/compare --methods graddiff,maxent,rmu,npo,simnpo,sam,repnoise \\
+        --alphas 1 --line maxent=0.2,0.4,0.6,0.8 --pareto   # the same comparisons, the alpha line for MaxEnt only
     python launch/undo.py --setting language --out runs/language   # Korean forgotten, English kept (see below)
     python launch/undo.py --out runs/oracle --oracle-matching --alphas ''   # the paper's first experiment
 
