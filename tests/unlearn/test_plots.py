@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from test_report import make_results
@@ -45,3 +46,26 @@ def test_partial_results_still_give_every_figure(tmp_path):
         assert_png(path)
     for path in write_report({"models": {"base": {}}}, tmp_path / "empty")[1:]:
         assert_png(path, min_bytes=1_000)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()  # the IHDR chunk: width, then height, big-endian, from byte 16
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def seven_methods() -> dict:
+    """make_results' MaxEnt models copied under the six other methods' names."""
+    results = make_results()
+    models, methods = results["models"], ["maxent", "graddiff", "rmu", "npo", "simnpo", "sam", "repnoise"]
+    for name, model in [(n, m) for n, m in models.items() if ":maxent" in n]:
+        for method in methods[1:]:
+            models[name.replace(":maxent", f":{method}")] = json.loads(json.dumps(model).replace("maxent", method))
+    results["setting"]["methods"] = methods
+    return results
+
+
+def test_seven_methods_wrap_into_rows_of_at_most_four_panels(tmp_path):
+    for plot in (plot_method_grid, plot_alpha_tradeoff):
+        one_w, one_h = png_size(plot(make_results(), tmp_path / f"one_{plot.__name__}.png"))
+        seven_w, seven_h = png_size(plot(seven_methods(), tmp_path / f"seven_{plot.__name__}.png"))
+        assert seven_w <= 4.5 * one_w and seven_h >= 1.8 * one_h, (plot.__name__, one_w, one_h, seven_w, seven_h)
