@@ -104,13 +104,13 @@ def plot_frontier(results: Mapping, path: Path) -> Path:
             ax.set_ylabel(f"forget {cap.label} after the attack")
         fig.tight_layout()
         if number:
-            _numbered_legend(fig, axes, len(number))
+            _numbered_legend(fig, axes)
         else:
             _no_data(axes[0])
         return _save(fig, path)
 
 
-def _numbered_legend(fig, axes: list, entries: int) -> None:
+def _numbered_legend(fig, axes: list) -> None:
     """One legend of every numbered model, below the panels and in columns: beside them, a sweep's 30-odd
     names make the figure several panels tall."""
     seen = {}
@@ -118,4 +118,4 @@ def _numbered_legend(fig, axes: list, entries: int) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
     fig.legend(list(seen.values()), list(seen), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(MAX_LEGEND_COLUMNS, -(-entries // 6)), frameon=False)
+               ncol=min(MAX_LEGEND_COLUMNS, -(-len(seen) // 6)), frameon=False)

@@ -192,14 +192,13 @@ def build_stages(s: Settings) -> list[Stage]:
                     recipe=pretrain)]
     for m in s.methods:
         teacher, defaults = dirs[f"unlearned:{m}"], method_recipe(m)
+        unlearn = [*f("unlearn"), *b["unlearn"], *s.method_flags(m)]  # the method's model and its variants
         stages.append(Stage(f"unlearned:{m}", "launch/unlearn.py", teacher,
-                            ["--model", str(dirs["base"]), "--method", m, *f("unlearn"), *b["unlearn"],
-                             *s.method_flags(m)], ["base"], recipe=defaults))
+                            ["--model", str(dirs["base"]), "--method", m, *unlearn], ["base"], recipe=defaults))
         for name, setting in pareto_variants(s, m):
-            stages.append(Stage(name, "launch/unlearn.py", dirs[name], ["--model", str(dirs["base"]), "--method", m,
-                                                                         "--hp", setting, *f("unlearn"),
-                                                                         *b["unlearn"], *s.method_flags(m)],
-                                  ["base"], recipe=defaults))
+            stages.append(Stage(name, "launch/unlearn.py", dirs[name],
+                                ["--model", str(dirs["base"]), "--method", m, "--hp", setting, *unlearn], ["base"],
+                                recipe=defaults))
         alphas = s.alphas_of(m)
         if not alphas:
             continue
